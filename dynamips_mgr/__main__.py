@@ -1,0 +1,106 @@
+"""Command line: ``dynamips-mgr`` / ``python -m dynamips_mgr``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from . import __version__
+from .app import create_app
+from .config import Config, ConfigError
+from .web.routing import STATE
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="dynamips-mgr",
+        description=("GNS3 1.5 compatible REST server for the Dynamips router emulator"),
+    )
+    parser.add_argument("--host", help="address to bind the API to (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="API port (default 3080)")
+    parser.add_argument(
+        "--config",
+        help="INI file (default ./dynamips_mgr.ini, then ~/.config/dynamips_mgr/dynamips_mgr.ini)",
+    )
+    parser.add_argument(
+        "-L",
+        "--local",
+        action="store_true",
+        default=None,
+        help="local mode: allow project paths, config reload and shutdown",
+    )
+    parser.add_argument(
+        "-A",
+        "--allow",
+        action="store_true",
+        default=None,
+        help="allow remote console connections (consoles on all addresses)",
+    )
+    parser.add_argument("-d", "--debug", action="store_true", default=None, help="debug logs")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only log errors")
+    parser.add_argument("--log", help="log to this file instead of stderr")
+    parser.add_argument("--version", action="version", version=f"dynamips-mgr {__version__}")
+    return parser.parse_args(argv)
+
+
+def overrides(args: argparse.Namespace) -> dict:
+    chosen = {
+        "host": args.host,
+        "port": args.port,
+        "local": args.local,
+        "allow_remote_console": args.allow,
+        "debug": args.debug,
+    }
+    return {("Server", k): v for k, v in chosen.items() if v is not None}
+
+
+async def serve(config: Config) -> None:
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.server("host"), config.server("port"))
+    await site.start()
+    logging.getLogger(__name__).info(
+        "dynamips-mgr %s serving on http://%s:%s",
+        __version__,
+        config.server("host"),
+        config.server("port"),
+    )
+    stop = app[STATE].shutdown
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()  # stops accepting, then closes every project and hypervisor
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        config = Config.load(args.config, overrides(args))
+    except ConfigError as err:
+        print(f"dynamips-mgr: {err}", file=sys.stderr)
+        sys.exit(2)
+    level = (
+        logging.ERROR if args.quiet else (logging.DEBUG if config.server("debug") else logging.INFO)
+    )
+    logging.basicConfig(
+        level=level, filename=args.log, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(serve(config))
+    except OSError as err:
+        print(
+            f"dynamips-mgr: cannot serve on {config.server('host')}:{config.server('port')}: {err}",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The Dynamips module: manager, routers, devices, NIOs and the hypervisor layer."""

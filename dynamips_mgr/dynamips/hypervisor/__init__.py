@@ -1,0 +1,1 @@
+"""Hypervisor layer: wire protocol (sans-I/O), one connection, one process."""

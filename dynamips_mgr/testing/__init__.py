@@ -1,0 +1,1 @@
+"""Test helpers shipped with dynamips_mgr."""

@@ -1,0 +1,1 @@
+"""aiohttp glue: routes, validation, error bodies, notifications."""
