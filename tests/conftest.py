@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import shutil
 import socket
 import stat
@@ -160,16 +161,19 @@ class FakeDynamips:
 
 
 def make_config(tmp_path: Path, dynamips_path: str, **server) -> Config:
-    config = Config.defaults(
-        projects_path=str(tmp_path / "projects"),
-        images_path=str(tmp_path / "images"),
-        console_start_port_range=20000,
-        console_end_port_range=25000,
-        udp_start_port_range=30000,
-        udp_end_port_range=31000,
-        local=True,
+    """Defaults for tests; port ranges differ per test so parallel runs rarely meet."""
+    base = random.randrange(0, 40) * 250
+    options = {
+        "projects_path": str(tmp_path / "projects"),
+        "images_path": str(tmp_path / "images"),
+        "console_start_port_range": 20000 + base,
+        "console_end_port_range": 20000 + base + 249,
+        "udp_start_port_range": 30000 + base,
+        "udp_end_port_range": 30000 + base + 249,
+        "local": True,
         **server,
-    )
+    }
+    config = Config.defaults(**options)
     config.values[("Dynamips", "dynamips_path")] = dynamips_path
     config.values[("Dynamips", "command_timeout")] = 10.0
     config.values[("Dynamips", "stop_timeout")] = 2.0
