@@ -11,8 +11,13 @@ stamp="$venv/.installed-$(sha1sum "$here/pyproject.toml" | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   echo "setup: creating virtualenv in $venv" >&2
   "$python" -m venv "$venv"
-  "$venv/bin/pip" install --quiet --upgrade pip >&2
-  "$venv/bin/pip" install --quiet -e "$here[test]" >&2
+  log="$venv/setup.log"
+  if ! { "$venv/bin/pip" install --quiet --upgrade pip && \
+         "$venv/bin/pip" install --quiet -e "$here[test]"; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "setup: installing the Python packages failed (full log: $log)" >&2
+    exit 1
+  fi
   rm -f "$venv"/.installed-*
   touch "$stamp"
 fi
