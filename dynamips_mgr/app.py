@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
 import logging
 from collections import defaultdict
@@ -74,10 +73,12 @@ class AppState:
     shutdown: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def _parse_body(request: web.Request, text: str) -> dict[str, Any]:
+def _parse_body(request: web.Request, raw: bytes) -> dict[str, Any]:
+    text = raw.decode("utf-8", "replace")
     try:
-        body = json.loads(text) if text.strip() else {}
-    except ValueError as err:
+        # only an empty body means {}: anything else must be JSON (" " or "\x1d" is not)
+        body = json.loads(raw.decode("utf-8")) if raw else {}
+    except (ValueError, RecursionError) as err:  # bad UTF-8, bad JSON, absurd nesting
         request[BODY_KEY] = {"malformed_json": text}
         raise BadRequest(f"Invalid JSON {err}") from None
     if not isinstance(body, dict):
@@ -91,8 +92,8 @@ def _endpoint(route: Route):
         request[ROUTE_KEY] = route
         body: dict[str, Any] = {}
         if not route.raw:
-            text = await request.text() if request.body_exists else ""
-            body = _parse_body(request, text)
+            raw = await request.read() if request.body_exists else b""
+            body = _parse_body(request, raw)
             for key in request.query:
                 body[key] = request.query.getone(key)
             request[BODY_KEY] = body
@@ -123,7 +124,7 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
         given = request.headers.get("Authorization", "")
         try:
             ok = given.startswith("Basic ") and base64.b64decode(given[6:]).decode() == expected
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # bad base64, non-ASCII header, bad UTF-8
             ok = False
         if not ok:
             return web.Response(

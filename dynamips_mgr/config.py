@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,9 +75,12 @@ def _convert(kind: type, raw: str) -> Any:
             raise ValueError(f"not an integer: {raw!r}") from None
     if kind is float:
         try:
-            return float(raw.strip())
+            value = float(raw.strip())
         except ValueError:
             raise ValueError(f"not a number: {raw!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"not a finite number: {raw!r}")
+        return value
     return raw.strip()
 
 
@@ -113,9 +117,9 @@ class Config:
     def reload(self) -> None:
         """Re-read the file (if any) and re-apply the command-line overrides."""
         if self.path is not None:
-            self.values.update(_read_file(self.path))
-            self.values.update(self.overrides or {})
-            self.validate()
+            values = {**self.values, **_read_file(self.path), **(self.overrides or {})}
+            Config(values, self.path, self.overrides).validate()  # bad file: values unchanged
+            self.values.update(values)
 
     def get(self, section: str, key: str) -> Any:
         return self.values[(section, key)]
@@ -129,8 +133,16 @@ class Config:
     def dynamips(self, key: str) -> Any:
         return self.values[("Dynamips", key)]
 
+    def _where(self, section: str, key: str) -> str:
+        """Where a value came from, for error messages: the command line or the file."""
+        if (section, key) in (self.overrides or {}):
+            return "command line"
+        return str(self.path) if self.path else "configuration"
+
     def validate(self) -> None:
-        where = str(self.path) if self.path else "configuration"
+        def fail(section: str, key: str, text: str) -> ConfigError:
+            return ConfigError(f"{self._where(section, key)}: [{section}] {key}: {text}")
+
         for lo, hi in (
             ("console_start_port_range", "console_end_port_range"),
             ("udp_start_port_range", "udp_end_port_range"),
@@ -138,16 +150,16 @@ class Config:
             start, end = self.server(lo), self.server(hi)
             for key, port in ((lo, start), (hi, end)):
                 if not 1 <= port <= 65535:
-                    raise ConfigError(f"{where}: [Server] {key}: {port} is not a port (1-65535)")
+                    raise fail("Server", key, f"{port} is not a port (1-65535)")
             if end < start:
-                raise ConfigError(f"{where}: [Server] {hi}: {end} is lower than {lo} {start}")
+                raise fail("Server", hi, f"{end} is lower than {lo} {start}")
         if not 0 <= self.server("port") <= 65535:
-            raise ConfigError(f"{where}: [Server] port: {self.server('port')} is not a port")
+            raise fail("Server", "port", f"{self.server('port')} is not a port (0-65535)")
         for key in ("command_timeout", "connect_timeout", "stop_timeout"):
             if self.dynamips(key) <= 0:
-                raise ConfigError(f"{where}: [Dynamips] {key}: must be positive")
+                raise fail("Dynamips", key, "must be positive")
         if self.dynamips("nodes_per_hypervisor") < 1:
-            raise ConfigError(f"{where}: [Dynamips] nodes_per_hypervisor: must be at least 1")
+            raise fail("Dynamips", "nodes_per_hypervisor", "must be at least 1")
 
     @property
     def images_dir(self) -> Path:
@@ -174,7 +186,8 @@ def _read_file(path: Path) -> dict[tuple[str, str], Any]:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)
     except (OSError, configparser.Error, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read configuration: {err}") from None
+        text = " ".join(str(err).split())  # one line, whatever configparser says
+        raise ConfigError(f"{path}: cannot read configuration: {text}") from None
     values: dict[tuple[str, str], Any] = {}
     for section in parser.sections():
         for key, raw in parser.items(section):
@@ -200,5 +213,5 @@ def example_ini() -> str:
             section = sect
         shown = str(default).lower() if isinstance(default, bool) else default
         lines.append(f"; {text}")
-        lines.append(f"{key} = {shown}")
+        lines.append(f"{key} = {shown}".rstrip())
     return "\n".join(lines) + "\n"

@@ -111,6 +111,8 @@ class PortManager:
         self._hosts = {"tcp": self.console_host, "udp": "0.0.0.0"}
         self._kinds = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
         self._owner: dict[tuple[str, int], Hashable] = {}
+        # proto -> (range start, port): every port from start to port - 1 is held or banned
+        self._held_below: dict[str, tuple[int, int]] = {}
 
     def in_use(self, proto: str, port: int) -> bool:
         return (proto, port) in self._owner
@@ -126,11 +128,16 @@ class PortManager:
         return error
 
     def allocate(self, proto: str, owner: Hashable, *, host: str | None = None) -> int:
-        """The lowest free port of the range (the whole range is scanned)."""
+        """The lowest free port of the range (scanned from the lowest port not held)."""
         start, end = self.ranges[proto]
         last = "none tried"
-        for port in range(start, end + 1):
+        known_start, first = self._held_below.get(proto, (start, start))
+        first = first if known_start == start else start
+        for port in range(first, end + 1):
             if port in BANNED_PORTS or (proto, port) in self._owner:
+                if port == first:
+                    first += 1
+                    self._held_below[proto] = (start, first)
                 continue
             error = self._probe(proto, port, host)
             if error is None:
@@ -160,12 +167,17 @@ class PortManager:
     def release(self, proto: str, port: int | None) -> None:
         if port is not None:
             self._owner.pop((proto, port), None)
+            start, first = self._held_below.get(proto, (0, 0))
+            if port < first:
+                self._held_below[proto] = (start, port)
 
     def release_owner(self, owner: Hashable) -> list[tuple[str, int]]:
         """Release everything ``owner`` still holds; returns what was released."""
         held = [key for key, who in self._owner.items() if who == owner]
         for key in held:
             del self._owner[key]
+        if held:
+            self._held_below.clear()
         return held
 
 

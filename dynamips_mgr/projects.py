@@ -80,10 +80,13 @@ class Project:
         if not relative or os.path.isabs(relative) or relative.startswith(("/", "\\")):
             raise Forbidden("Only paths relative to the project folder are allowed")
         parts = Path(relative).parts
-        if ".." in parts or any(p.startswith(".") for p in parts):
+        if ".." in parts or any(p.startswith(".") for p in parts) or "\0" in relative:
             raise Forbidden(f"The path {relative} is not allowed")
-        root = self.path.resolve()
-        target = (root / relative).resolve()
+        try:
+            root = self.path.resolve()
+            target = (root / relative).resolve()
+        except (OSError, RuntimeError) as err:  # name too long, symlink loop...
+            raise NotFound(f"The path {relative} cannot be resolved: {err}") from None
         if not target.is_relative_to(root):
             raise Forbidden(f"The path {relative} is outside the project folder")
         return target
@@ -160,7 +163,7 @@ class ProjectManager:
                 if not self.local:
                     raise Forbidden("You are not allowed to modify the project directory path")
                 _check_path(path)
-                if not path.is_dir():
+                if not os.path.isdir(path):  # False for any OSError (e.g. name too long)
                     raise Conflict(f"The project directory {path} does not exist")
                 old, project.path = project.path, path
                 for module in self.modules:

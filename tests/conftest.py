@@ -4,6 +4,7 @@ hypervisor (an executable with dynamips' command line) or the real dynamips behi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -246,3 +247,79 @@ def hypervisor_port(api: Api, node_id: str) -> int:
     dynamips = api.state.dynamips
     node = dynamips.routers.get(node_id) or dynamips.devices.get(node_id)
     return node.hypervisor.port
+
+
+class Notifications:
+    """Collects the JSON lines of ``GET /projects/{id}/notifications`` in the background."""
+
+    def __init__(self, api: Api, project_id: str) -> None:
+        self.api, self.project_id = api, project_id
+        self.events: list[dict] = []
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> Notifications:
+        url = f"{self.api.base}/v1/projects/{self.project_id}/notifications"
+        response = await self.api.session.get(url)
+        assert response.status == 200
+
+        async def read() -> None:
+            with contextlib.suppress(aiohttp.ClientError, asyncio.CancelledError):
+                async for line in response.content:
+                    if line.strip():
+                        self.events.append(json.loads(line))
+            response.close()
+
+        self._task = asyncio.get_running_loop().create_task(read())
+        await wait_for(lambda: any(e["action"] == "ping" for e in self.events), 5)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    def actions(self, name: str | None = None) -> list[str]:
+        """Actions seen so far (only those about the node ``name`` when given)."""
+        return [
+            e["action"]
+            for e in self.events
+            if name is None or (isinstance(e["event"], dict) and e["event"].get("name") == name)
+        ]
+
+    async def expect(self, action: str, timeout: float = 10.0, **fields) -> dict:
+        """Wait for an event ``action`` whose event contains ``fields``; return it."""
+
+        def found():
+            for event in self.events:
+                body = event["event"]
+                if event["action"] == action and all(body.get(k) == v for k, v in fields.items()):
+                    return body
+            return None
+
+        return await wait_for(found, timeout)
+
+
+@pytest.fixture
+async def make_api(tmp_path: Path, fake: FakeDynamips, images_dir: Path):
+    """Start apps with other settings: ``await make_api(local=False)`` ([Server] values) or
+    ``await make_api(config)``; the fake hypervisor is behind each; all stopped at the end."""
+    started: list[Api] = []
+
+    async def start(config: Config | None = None, **server: Any) -> Api:
+        api = await _start_api(config or make_config(tmp_path, str(fake.path), **server))
+        api.fake = fake
+        started.append(api)
+        return api
+
+    yield start
+    for api in started:
+        await _stop_api(api)
+
+
+def process_gone(pid: int) -> bool:
+    """True when ``pid`` has exited (a zombie waiting to be reaped counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -39,11 +40,16 @@ def write_text(path: Path, text: str) -> None:
     """Write through a temporary file and rename, so a failure never truncates ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
 
 
 def read_text(path: Path) -> str | None:
@@ -71,7 +77,11 @@ def parse_extract(lines: list[str]) -> tuple[bytes, bytes]:
 
 
 def startup_from_nvram(data: bytes) -> str:
-    return "!\n" + data.decode("utf-8", "replace").replace("\r", "")
+    """NVRAM startup-config as the file gets it: no CR, and a first ``!`` line. The
+    original always prepended ``!\n``, so a file grew one line per start/stop; here a
+    text that already starts with ``!`` is kept as it is (the round trip is exact)."""
+    text = data.decode("utf-8", "replace").replace("\r", "")
+    return text if text.startswith("!") else "!\n" + text
 
 
 def private_from_nvram(data: bytes) -> str | None:

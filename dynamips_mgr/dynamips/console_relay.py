@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import logging
 
+from ..errors import Conflict
+
 log = logging.getLogger(__name__)
 CHUNK = 16384
 
@@ -23,26 +25,39 @@ class ConsoleRelay:
 
     async def start(self) -> None:
         if self._server is None:
-            self._server = await asyncio.start_server(self._client, self.host, self.port)
+            try:
+                self._server = await asyncio.start_server(self._client, self.host, self.port)
+            except OSError as err:
+                raise Conflict(
+                    f"Could not listen on console port {self.host}:{self.port}: {err}"
+                ) from None
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        target_writer: asyncio.StreamWriter | None = None
         try:
-            target_reader, target_writer = await asyncio.open_connection(*self.target)
-        except OSError as err:
-            writer.write(f"Console not available ({err}): is the router started?\r\n".encode())
-            with contextlib.suppress(OSError):
-                await writer.drain()
-            writer.close()
-            self._tasks.discard(task)
-            return
-        try:
-            await asyncio.gather(_pipe(reader, target_writer), _pipe(target_reader, writer))
+            try:
+                target_reader, target_writer = await asyncio.open_connection(*self.target)
+            except OSError as err:
+                writer.write(f"Console not available ({err}): is the router started?\r\n".encode())
+                with contextlib.suppress(OSError):
+                    await writer.drain()
+                return
+            pipes = [
+                asyncio.ensure_future(_pipe(reader, target_writer)),
+                asyncio.ensure_future(_pipe(target_reader, writer)),
+            ]
+            try:  # when either side hangs up, the other one is closed too
+                await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for pipe in pipes:
+                    pipe.cancel()
         finally:
             for end in (writer, target_writer):
-                end.close()
+                if end is not None:
+                    end.close()
             self._tasks.discard(task)
 
     def close_nowait(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from typing import Any
@@ -13,6 +14,7 @@ from .node import Node
 
 log = logging.getLogger(__name__)
 DEFAULT_ETHERTYPE = "0x8100"
+DEFAULT_PORT = {"type": "access", "vlan": 1}  # what dynamips gives a port on add_nio
 QINQ_ETHERTYPE_VERSION = (0, 2, 16)
 
 
@@ -20,6 +22,7 @@ class Device(Node):
     """A device is one dynamips object (``module``) whose ports are plain integers."""
 
     kind = "Device"
+    port_missing = "is not allocated"
     device_type = ""
     module = ""
     link_type = "DLT_EN10MB"
@@ -141,7 +144,8 @@ class EthernetSwitch(Device):
                 try:
                     await self._apply_port(port, nio, port_settings)
                 except BaseException:
-                    await self._unbind(nio)
+                    with contextlib.suppress(Exception):
+                        await self._unbind(nio)
                     raise
 
         return await self.attach_nio(port, spec, bind)
@@ -150,16 +154,33 @@ class EthernetSwitch(Device):
         await super().remove_nio(port)
         self.port_settings.pop(port, None)
 
-    async def update_ports(self, ports: list[dict[str, Any]]) -> None:
-        """All or nothing: every port is checked before the first command is sent."""
+    def check_ports(self, ports: list[dict[str, Any]]) -> None:
+        """Refuse a ``ports`` list (C04) before anything is sent if any item cannot apply."""
         for item in ports:
             if item["port"] not in self.nios:
                 raise Conflict(
                     f"Port {item['port']} is not allocated: connect it before changing its settings"
                 )
             self._command_for(item)
-        for item in ports:
-            await self._apply_port(item["port"], self.nios[item["port"]], item)
+
+    async def update_ports(self, ports: list[dict[str, Any]]) -> None:
+        """All or nothing: every port is checked before the first command is sent, and the
+        ports already changed get their previous settings back if dynamips refuses one."""
+        self.check_ports(ports)
+        previous = dict(self.port_settings)
+        done: list[int] = []
+        try:
+            for item in ports:
+                await self._apply_port(item["port"], self.nios[item["port"]], item)
+                done.append(item["port"])
+        except BaseException:
+            for port in reversed(done):
+                old = previous.get(port, DEFAULT_PORT)
+                with contextlib.suppress(Exception):
+                    await self._apply_port(port, self.nios[port], old)
+                if port not in previous:
+                    self.port_settings.pop(port, None)
+            raise
 
 
 _VC = re.compile(r"^(\d+):(\d+):(\d+)$")
@@ -199,46 +220,74 @@ class _VirtualCircuitSwitch(Device):
     async def add_nio(
         self, port: int, spec: dict[str, Any], port_settings: Any = None, mappings: Any = None
     ) -> NIO:
+        """Attach the NIO, then create every circuit of ``mappings`` whose two ends have a
+        NIO and that does not exist yet; a refused circuit undoes this request's circuits
+        and the NIO itself."""
         self.check_nio_extras(port_settings, mappings)
-        nio = await self.attach_nio(port, spec, self._bind)
-        for source, destination in self.parse(mappings or {}):
-            if (
-                source[0] in self.nios
-                and destination[0] in self.nios
-                and source not in self.mappings
-                and destination not in self.mappings
-            ):
-                await self._connect(source, destination)
-        return nio
+        circuits = self.parse(mappings or {})
 
-    def _args(self, source: tuple[int, ...], destination: tuple[int, ...]) -> tuple:
+        async def bind(nio: NIO) -> None:
+            nios = {**self.nios, port: nio}
+            created: list[tuple[int, ...]] = []
+            try:
+                for source, destination in circuits:
+                    if (
+                        source[0] in nios
+                        and destination[0] in nios
+                        and source not in self.mappings
+                        and destination not in self.mappings
+                    ):
+                        await self._connect(source, destination, nios)
+                        created.append(source)
+            except BaseException:
+                for source in reversed(created):
+                    with contextlib.suppress(Exception):
+                        await self._disconnect(source, nios)
+                raise
+
+        return await self.attach_nio(port, spec, bind)
+
+    def _args(
+        self, source: tuple[int, ...], destination: tuple[int, ...], nios: dict[int, NIO]
+    ) -> tuple:
         return (
             self.name,
-            self.nios[source[0]].name,
+            nios[source[0]].name,
             *source[1:],
-            self.nios[destination[0]].name,
+            nios[destination[0]].name,
             *destination[1:],
         )
 
-    async def _connect(self, source: tuple[int, ...], destination: tuple[int, ...]) -> None:
+    async def _connect(
+        self, source: tuple[int, ...], destination: tuple[int, ...], nios: dict[int, NIO]
+    ) -> None:
         command = self.create_commands[len(source)]
-        await self.send(command, *self._args(source, destination))
+        await self.send(command, *self._args(source, destination, nios))
         try:
-            await self.send(command, *self._args(destination, source))
+            await self.send(command, *self._args(destination, source, nios))
         except BaseException:
-            await self.send(self.delete_commands[len(source)], *self._args(source, destination))
+            with contextlib.suppress(Exception):
+                await self.send(
+                    self.delete_commands[len(source)], *self._args(source, destination, nios)
+                )
             raise
         self.mappings[source] = destination
         self.mappings[destination] = source
 
+    async def _disconnect(self, source: tuple[int, ...], nios: dict[int, NIO]) -> None:
+        """Delete a circuit in both directions, then forget it."""
+        destination = self.mappings[source]
+        command = self.delete_commands[len(source)]
+        await self.send(command, *self._args(source, destination, nios))
+        await self.send(command, *self._args(destination, source, nios))
+        del self.mappings[source], self.mappings[destination]
+
     async def _unbind(self, nio: NIO) -> None:
+        """Every circuit touching this port goes before the NIO does."""
         port = next(p for p, n in self.nios.items() if n is nio)
         for source in [s for s in self.mappings if s[0] == port]:
-            destination = self.mappings[source]
-            command = self.delete_commands[len(source)]
-            await self.send(command, *self._args(source, destination))
-            await self.send(command, *self._args(destination, source))
-            del self.mappings[source], self.mappings[destination]
+            if source in self.mappings:  # a circuit from the port to itself goes once
+                await self._disconnect(source, self.nios)
 
     def parse(self, mappings: Any) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
         """Client mappings as (source, destination) tuples; 400 naming a bad entry."""

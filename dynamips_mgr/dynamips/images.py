@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from stat import S_ISREG
 
 from ..errors import Conflict, Forbidden
 
@@ -24,6 +26,7 @@ class Images:
         self.dir = images_dir
         self.local = local
         self._md5: dict[tuple[str, int, int], str] = {}
+        self._shown: dict[str, str] = {}  # image path -> how the JSON shows it
 
     def resolve(self, image: str) -> str:
         """Absolute path for a client value, or ``""``; refuses escapes from the folder."""
@@ -54,9 +57,13 @@ class Images:
         """How the JSON shows an image: relative to the images folder when inside it."""
         if not path:
             return ""
-        root = self.dir.resolve()
-        candidate = Path(path)
-        return str(candidate.relative_to(root)) if _inside(candidate, root) else path
+        shown = self._shown.get(path)
+        if shown is None:  # resolving the folder costs a few syscalls: once per image
+            root = self.dir.resolve()
+            candidate = Path(path)
+            shown = str(candidate.relative_to(root)) if _inside(candidate, root) else path
+            self._shown[path] = shown
+        return shown
 
     def md5_cached(self, path: str) -> str | None:
         """The digest if already known for this (path, mtime, size); never reads the file."""
@@ -76,6 +83,8 @@ class Images:
     def _compute_md5(self, path: str) -> str | None:
         try:
             stat = os.stat(path)
+            if not S_ISREG(stat.st_mode):  # a FIFO or device would block the read forever
+                return None
             digest = hashlib.md5()
             with open(path, "rb") as handle:
                 for block in iter(lambda: handle.read(1 << 20), b""):
@@ -115,8 +124,11 @@ class Images:
         for entry in entries:
             if entry.startswith(".") or entry.endswith((".md5sum", ".tmp")):
                 continue
+            path = self.dir / entry
             try:
-                with open(self.dir / entry, "rb") as handle:
+                if not path.is_file():  # directories, broken links, FIFOs (would block)...
+                    continue
+                with open(path, "rb") as handle:
                     if handle.read(7) == ELF_MAGIC:
                         images.append({"filename": entry, "path": entry})
             except OSError:
@@ -132,7 +144,7 @@ class Images:
         target = root / name
         if not _inside(target.resolve(), root.resolve()):
             raise Forbidden(f"Could not write image: {name}, {target} is forbidden")
-        temporary = root / f".{name}.upload-{os.getpid()}.tmp"
+        temporary = root / f".{name}.{uuid.uuid4().hex}.tmp"  # one per upload, even concurrent
         digest = hashlib.md5()
         handle = await asyncio.to_thread(open, temporary, "wb")
         try:

@@ -8,7 +8,9 @@ import ipaddress
 import logging
 import os
 import re
+import shutil
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from .console_relay import ConsoleRelay
 from .devices import DEVICE_TYPES, Device
 from .hypervisor.errors import DynamipsError, HypervisorUnavailable
 from .hypervisor.process import Hypervisor, find_dynamips
+from .hypervisor.protocol import check_text
 from .images import Images
 from .node import Node
 from .platforms import PLATFORMS
@@ -31,6 +34,15 @@ CLOSED_PROJECT_FILES = re.compile(
     r"^(.*\.ghost|.*_lock|ilt_.*|c\d{4}_i\d+_rommon_vars|c\d{4}_i\d+_log\.txt|"
     r"dynamips_i\d+_log\.txt|dynamips_i\d+_stdout\.txt)$"
 )
+
+
+def ghost_file_name(image: str, platform: str, ram: int) -> str:
+    """``<image>-<ram>.ghost`` as the original names it; the platform is added when the
+    image name does not already say it, so that one file never serves two platforms."""
+    base = os.path.basename(image)
+    if platform not in base:
+        base = f"{base}-{platform}"
+    return re.sub(r"[\\/:]", "-", f"{base}-{ram}.ghost")
 
 
 def _is_loopback(host: str) -> bool:
@@ -54,11 +66,20 @@ class DynamipsManager:
         self.deleted: dict[str, list[Router]] = {}
         self.hypervisors: dict[str, list[Hypervisor]] = {}
         self.ghosts: set[str] = set()
-        self._ghost_locks: dict[str, asyncio.Lock] = {}
+        self._ghost_locks: dict[str, asyncio.Lock] = {}  # one per ghost file
+        # one "Ghost" instance at a time per process (a shared hypervisor may build two files)
+        self._ghost_builders: weakref.WeakKeyDictionary[Hypervisor, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
         self._relays: dict[tuple[str, str], ConsoleRelay] = {}
         self._internal_ports: dict[tuple[str, str], int] = {}
         self._hv_counter = 0
         self._executable: str | None = None
+        self._spawn_dir: Path | None = None
+        self._spawn_dir_known = False
+        self._tables_ready = False
+        self._tables_lock = asyncio.Lock()
+        self._starting: dict[Hypervisor, asyncio.Future] = {}  # shared processes not ready yet
         self.relay_consoles = not _is_loopback(ports.console_host)
         projects.modules.append(self)
 
@@ -89,14 +110,19 @@ class DynamipsManager:
             return str(uuid.uuid4())
         return requested or str(uuid.uuid4())
 
-    @staticmethod
-    def _convert_legacy_project(project: Project) -> None:
-        """Pre-1.3 projects kept their files in ``<name>-files``: move them once."""
+    def _convert_legacy_project(self, project: Project) -> None:
+        """Pre-1.3 projects kept their files in ``<name>-files``: move them once (over the
+        empty ``project-files`` folders made when the project was opened)."""
         if project.name:
             old = project.path / f"{project.name}-files"
             new = project.path / "project-files"
-            if old.is_dir() and not new.exists():
+            unused = not self.hypervisors.get(project.id) and not any(
+                p.is_file() for p in new.rglob("*")
+            )
+            if old.is_dir() and unused:
                 try:
+                    if new.exists():
+                        shutil.rmtree(new)
                     old.rename(new)
                 except OSError as err:
                     raise Conflict(
@@ -140,19 +166,31 @@ class DynamipsManager:
             raise Conflict(f"{platform} routers do not have chassis")
         if chassis is not None and chassis not in spec.chassis:
             raise Conflict(f"Unknown chassis {chassis} for platform {platform}")
+        for field in ("name", "image", "system_id", "startup_config", "private_config"):
+            if isinstance(body.get(field), str):  # C20: refused before anything is spawned
+                check_text(field, body[field], allow_empty=field != "name")
         vm_id = self._node_id(project, requested, self.routers)
         dynamips_id = self._take_dynamips_id(project, body.get("dynamips_id"))
         router = Router(self, project, vm_id, body["name"], platform, dynamips_id, chassis)
+        existing_files = await asyncio.to_thread(router.own_files)
+        hypervisor = None
         try:
             self._reserve_consoles(router, body)
             self.routers[vm_id] = router
+            router.hypervisor = hypervisor = await self.acquire_hypervisor(router)
             await router.create(
                 {k: v for k, v in body.items() if k not in ("console", "aux", "chassis", "vm_id")}
             )
             await self.open_relays(router)
         except BaseException:
+            # roll back (B1): process, ports, id and the files this attempt wrote
             self.routers.pop(vm_id, None)
             await router.close()
+            created = await asyncio.to_thread(router.own_files)
+            await asyncio.to_thread(router.remove_files, created - existing_files)
+            if hypervisor is not None and not hypervisor.alive:
+                for path in (hypervisor.log_file, hypervisor.stdout_file):
+                    path.unlink(missing_ok=True)
             self._release_dynamips_id(router)
             raise
         return router
@@ -283,8 +321,15 @@ class DynamipsManager:
         pool = self.hypervisors.setdefault(node.project.id, [])
         share = self.config.dynamips("nodes_per_hypervisor")
         for hypervisor in pool:
-            if hypervisor.alive and len(hypervisor.nodes) < share:
+            starting = self._starting.get(hypervisor)
+            if (starting is not None or hypervisor.alive) and len(hypervisor.nodes) < share:
                 hypervisor.nodes.add(node)
+                if starting is not None:  # joined while it starts: ready once it is
+                    try:
+                        await asyncio.shield(starting)
+                    except BaseException:
+                        hypervisor.nodes.discard(node)
+                        raise
                 return hypervisor
         self._hv_counter += 1
         hypervisor = Hypervisor(
@@ -295,16 +340,51 @@ class DynamipsManager:
             command_timeout=self.config.dynamips("command_timeout"),
             connect_timeout=self.config.dynamips("connect_timeout"),
             stop_timeout=self.config.dynamips("stop_timeout"),
+            spawn_dir=self.spawn_dir(),
         )
         hypervisor.nodes.add(node)
         hypervisor.on_exit.append(self._hypervisor_exited)
         pool.append(hypervisor)
+        starting = self._starting[hypervisor] = asyncio.ensure_future(self._start(hypervisor))
         try:
-            await hypervisor.start()
+            await starting
         except BaseException:
-            pool.remove(hypervisor)
+            if hypervisor in pool:
+                pool.remove(hypervisor)
             raise
+        finally:
+            del self._starting[hypervisor]
         return hypervisor
+
+    def spawn_dir(self) -> Path | None:
+        """The folder dynamips starts in. At start-up dynamips loads its instruction lookup
+        tables (``ilt_*``, ~2 MB) from its current folder, or spends ~0.3 s of CPU building
+        them there: a per-user cache folder keeps them across projects and server runs (the
+        original started in the project folder and deleted them at close). None when the
+        cache folder is not writable: dynamips then starts in the project folder."""
+        if not self._spawn_dir_known:
+            base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+                os.path.expanduser("~"), ".cache"
+            )
+            path = Path(base) / "dynamips_mgr"
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                writable = os.access(path, os.W_OK | os.X_OK)
+            except OSError:
+                writable = False
+            self._spawn_dir, self._spawn_dir_known = (path if writable else None), True
+        return self._spawn_dir
+
+    async def _start(self, hypervisor: Hypervisor) -> None:
+        """The first process of this server may have to build the tables: the others wait
+        for it (it listens only once they are written), then start in parallel."""
+        if not self._tables_ready and hypervisor.spawn_dir is not None:
+            async with self._tables_lock:
+                if not self._tables_ready:
+                    await hypervisor.start()
+                    self._tables_ready = True
+                    return
+        await hypervisor.start()
 
     async def release_hypervisor(self, node: Node) -> None:
         hypervisor, node.hypervisor = node.hypervisor, None
@@ -343,16 +423,17 @@ class DynamipsManager:
             return
         if router.settings.get("npe") == "npe-g2" or router.hypervisor is None:
             return
-        name = re.sub(
-            r"[\\/:]", "-", f"{os.path.basename(router.image)}-{router.settings['ram']}.ghost"
-        )
+        name = ghost_file_name(router.image, router.platform, router.settings["ram"])
         path = router.hypervisor.working_dir / name
         lock = self._ghost_locks.setdefault(str(path), asyncio.Lock())
         async with lock:
             if str(path) not in self.ghosts or not path.exists():
-                if await self._build_ghost(router, name):
-                    self.ghosts.add(str(path))
-        if path.exists() and router.ghost_file != name:
+                builder = self._ghost_builders.setdefault(router.hypervisor, asyncio.Lock())
+                async with builder:
+                    if await self._build_ghost(router, name):
+                        self.ghosts.add(str(path))
+        # only a file built completely here is used (a failed build may leave a partial one)
+        if str(path) in self.ghosts and path.exists() and router.ghost_file != name:
             await router.send("vm set_ghost_status", router.name, 2)
             await router.send("vm set_ghost_file", router.name, name)
             router.ghost_file = name

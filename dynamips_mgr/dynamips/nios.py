@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -69,12 +70,16 @@ async def validate(spec: dict[str, Any]) -> dict[str, Any]:
     if kind == "nio_udp":
         await _check_udp(fields["rhost"], fields["rport"])
     elif kind in ("nio_generic_ethernet", "nio_linux_ethernet"):
-        flags = await asyncio.to_thread(_interface_flags, fields["ethernet_device"])
-        if flags is None:
-            raise Conflict(f"Ethernet interface {fields['ethernet_device']} does not exist")
-        if not flags & IFF_UP:
-            raise Conflict(f"Ethernet interface {fields['ethernet_device']} is down")
+        await _check_interface(fields["ethernet_device"], "Ethernet interface")
     return fields
+
+
+async def _check_interface(device: str, label: str) -> None:
+    flags = await asyncio.to_thread(_interface_flags, device)
+    if flags is None:
+        raise Conflict(f"{label} {device} does not exist")
+    if not flags & IFF_UP:
+        raise Conflict(f"{label} {device} is down")
 
 
 async def _check_udp(rhost: str, rport: int) -> None:
@@ -102,12 +107,15 @@ async def create(hypervisor: Hypervisor, spec: dict[str, Any]) -> NIO:
     nio = NIO(f"{prefix}-{uuid.uuid4()}", spec["type"], fields)
     await hypervisor.send(command, nio.name, *(fields[name] for name in order))
     options = spec.get("filters") or {}
-    if options:
-        try:
+    try:
+        if nio.type == "nio_tap":  # dynamips creates a missing TAP device: check it now
+            await _check_interface(fields["tap_device"], "TAP interface")
+        if options:
             await set_options(hypervisor, nio, options)
-        except BaseException:
+    except BaseException:
+        with contextlib.suppress(Exception):
             await delete(hypervisor, nio)
-            raise
+        raise
     return nio
 
 
@@ -115,15 +123,20 @@ async def set_options(hypervisor: Hypervisor, nio: NIO, options: dict[str, Any])
     """Apply the optional ``filters`` object: ``{"frequency_drop": N}`` on received frames.
 
     N > 0 drops every N-th frame, -1 drops everything, 0 removes the filter.
+    The receive-direction slot is dynamips' own (a capture uses the "both" slot), so the two
+    coexist; re-binding a bound slot would leak its data in dynamips, so a bound filter is
+    only set up again.
     """
     drop = int(options.get("frequency_drop", 0))
-    if nio.filters.get(0) == "freq_drop":
-        await hypervisor.send("nio unbind_filter", nio.name, DIRECTIONS["in"])
-        nio.filters.pop(0, None)
+    direction = DIRECTIONS["in"]
     if drop:
-        await hypervisor.send("nio bind_filter", nio.name, DIRECTIONS["in"], "freq_drop")
-        nio.filters[0] = "freq_drop"
-        await hypervisor.send("nio setup_filter", nio.name, DIRECTIONS["in"], drop)
+        if nio.filters.get(direction) != "freq_drop":
+            await hypervisor.send("nio bind_filter", nio.name, direction, "freq_drop")
+            nio.filters[direction] = "freq_drop"
+        await hypervisor.send("nio setup_filter", nio.name, direction, drop)
+    elif nio.filters.get(direction) == "freq_drop":
+        await hypervisor.send("nio unbind_filter", nio.name, direction)
+        nio.filters.pop(direction, None)
     nio.options = {"frequency_drop": drop} if drop else {}
 
 
@@ -146,14 +159,12 @@ async def start_capture(hypervisor: Hypervisor, nio: NIO, path: str, link_type: 
     except BaseException:
         await hypervisor.send("nio unbind_filter", nio.name, DIRECTIONS["both"])
         raise
-    nio.filters = {2: "capture"}
+    nio.filters[DIRECTIONS["both"]] = "capture"
 
 
 async def stop_capture(hypervisor: Hypervisor, nio: NIO) -> None:
     await hypervisor.send("nio unbind_filter", nio.name, DIRECTIONS["both"])
-    nio.filters.pop(2, None)
-    if nio.options:  # a capture replaced the packet-loss filter: put it back
-        await set_options(hypervisor, nio, nio.options)
+    nio.filters.pop(DIRECTIONS["both"], None)
 
 
 async def stats(hypervisor: Hypervisor, nio: NIO) -> dict[str, int]:

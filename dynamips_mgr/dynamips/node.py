@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BadRequest, Conflict
 from ..projects import Project
 from . import nios as nio_ops
+from .hypervisor.errors import HypervisorUnavailable
 from .hypervisor.process import Hypervisor
 from .hypervisor.protocol import check_text
 from .nios import NIO
@@ -25,6 +26,7 @@ class Node:
     """A router or a device living in one hypervisor process of one project."""
 
     kind = "node"
+    port_missing = "is not connected"  # end of the 409 text for a port without a NIO
 
     def __init__(self, manager: DynamipsManager, project: Project, node_id: str, name: str):
         check_text("name", name)
@@ -51,6 +53,7 @@ class Node:
         """Create a NIO and ``bind`` it; on any failure delete it and free its UDP port."""
         if key in self.nios:
             raise Conflict(f"Port {_label(key)} isn't free")
+        self._check_udp_unused(spec)
         assert self.hypervisor is not None
         try:
             nio = await nio_ops.create(self.hypervisor, spec)
@@ -68,19 +71,44 @@ class Node:
         return nio
 
     async def detach_nio(self, key: Hashable, unbind: Callable[[NIO], Awaitable[None]]) -> None:
-        """Unbind, free the UDP port and delete the NIO in dynamips."""
+        """Unbind, free the UDP port and delete the NIO in dynamips.
+
+        When the hypervisor process has died the NIO died with it: it is only forgotten."""
         nio = self.nio_at(key)
-        await unbind(nio)
+        if self._hypervisor_alive():
+            try:
+                await unbind(nio)
+            except HypervisorUnavailable:
+                if self._hypervisor_alive():
+                    raise
         del self.nios[key]
         self._release_udp(nio.lport)
-        assert self.hypervisor is not None
-        await nio_ops.delete(self.hypervisor, nio)
+        if self._hypervisor_alive():
+            assert self.hypervisor is not None
+            await nio_ops.delete(self.hypervisor, nio)
+
+    def _hypervisor_alive(self) -> bool:
+        return self.hypervisor is not None and self.hypervisor.alive
 
     def nio_at(self, key: Hashable) -> NIO:
         try:
             return self.nios[key]
         except KeyError:
-            raise Conflict(f"Port {_label(key)} is not connected") from None
+            raise Conflict(f"Port {_label(key)} {self.port_missing}") from None
+
+    def _check_udp_unused(self, spec: dict[str, Any]) -> None:
+        """A UDP lport already carried by a NIO here is refused before dynamips sees it (and
+        so never released by this request's failure while the other link still uses it)."""
+        if spec.get("type") != "nio_udp":
+            return
+        nodes = (*self.manager.routers.values(), *self.manager.devices.values())
+        for node in nodes:
+            for key, nio in node.nios.items():
+                if nio.lport == spec.get("lport"):
+                    raise Conflict(
+                        f"UDP port {nio.lport} is already used by port {_label(key)} "
+                        f"of {node.name}"
+                    )
 
     def _release_udp(self, port: int | None) -> None:
         if port is not None:
@@ -120,6 +148,12 @@ class Node:
         nio = self.nio_at(key)
         assert self.hypervisor is not None
         await nio_ops.stop_capture(self.hypervisor, nio)
+
+    async def delete_nios(self) -> None:
+        """Delete every NIO in dynamips once nothing binds it (e.g. after ``vm delete``)."""
+        assert self.hypervisor is not None
+        for nio in self.nios.values():
+            await nio_ops.delete(self.hypervisor, nio)
 
     # -- release -----------------------------------------------------------------------
     async def release(self) -> None:

@@ -65,6 +65,8 @@ class Chassis:
     slots: int
     slot0: str | None  # built-in card, or None when slot 0 takes a module
     slot1: str | None = None  # c1751/c1760 placeholder
+    # adapters that can be added/removed in slots 1+ while the router runs (OIR)
+    hot_plug: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ class Platform:
     defaults: dict
     chassis: dict[str, Chassis]
     default_chassis: str | None
-    hot_plug: frozenset[str] = frozenset()  # adapters dynamips can add/remove while running
+    adapters: frozenset[str] = frozenset()  # what dynamips has a driver for in module slots
+    wics: frozenset[str] = frozenset()  # WICs dynamips accepts in the slot-0 sub-slots
 
 
 def _c2600_chassis() -> dict[str, Chassis]:
@@ -118,7 +121,27 @@ def _defaults(ram, nvram, disk0, iomem, clock, sparse) -> dict:
     return values
 
 
-_PA_HOTPLUG = frozenset(n for n in ADAPTERS if n.startswith("PA-"))
+# Placement and OIR as the real dynamips 0.2.14 accepts them (measured: `vm slot_add_binding`
+# per platform, `vm slot_oir_start` on a running router). OIR also answers OK on c3620/c3640,
+# but those chassis have no OIR in hardware, so it is only offered on the c3660.
+_PA = frozenset(n for n in ADAPTERS if n.startswith("PA-"))
+_NM = frozenset(("NM-1E", "NM-4E", "NM-1FE-TX", "NM-16ESW", "NM-4T"))
+_NM_GT = frozenset(("NM-1FE-TX", "NM-16ESW", "NM-4T"))  # c2691/c3725/c3745
+_SERIAL_WICS = frozenset(("WIC-1T", "WIC-2T"))
+
+
+def _gt96100(name: str, slots: int, nvram: int, hot_plug: frozenset[str] = frozenset()):
+    """c2691/c3725/c3745: GT96100-FE on the motherboard, NMs in the other slots."""
+    return Platform(
+        name,
+        _defaults(128, nvram, 16, 5, 8, True),
+        {"": Chassis(slots, "GT96100-FE", hot_plug=hot_plug)},
+        None,
+        _NM_GT,
+        _SERIAL_WICS,
+    )
+
+
 PLATFORMS: dict[str, Platform] = {
     "c1700": Platform(
         "c1700",
@@ -131,23 +154,30 @@ PLATFORMS: dict[str, Platform] = {
             "1760": Chassis(2, "C1700-MB-1FE", "C1700-MB-WIC1"),
         },
         "1720",
+        wics=_SERIAL_WICS | {"WIC-1ENET"},
     ),
-    "c2600": Platform("c2600", _defaults(64, 128, 0, 15, 8, False), _c2600_chassis(), "2610"),
-    "c2691": Platform(
-        "c2691", _defaults(128, 112, 16, 5, 8, True), {"": Chassis(2, "GT96100-FE")}, None
+    "c2600": Platform(
+        "c2600",
+        _defaults(64, 128, 0, 15, 8, False),
+        _c2600_chassis(),
+        "2610",
+        _NM - {"NM-4T"},
+        _SERIAL_WICS,
     ),
+    "c2691": _gt96100("c2691", 2, 112),
     "c3600": Platform(
         "c3600",
         _defaults(128, 128, 0, 5, 4, True),
-        {"3620": Chassis(2, None), "3640": Chassis(4, None), "3660": Chassis(7, "Leopard-2FE")},
+        {
+            "3620": Chassis(2, None),
+            "3640": Chassis(4, None),
+            "3660": Chassis(7, "Leopard-2FE", hot_plug=_NM),
+        },
         "3640",
+        _NM,
     ),
-    "c3725": Platform(
-        "c3725", _defaults(128, 112, 16, 5, 8, True), {"": Chassis(3, "GT96100-FE")}, None
-    ),
-    "c3745": Platform(
-        "c3745", _defaults(128, 304, 16, 5, 8, True), {"": Chassis(5, "GT96100-FE")}, None
-    ),
+    "c3725": _gt96100("c3725", 3, 112),
+    "c3745": _gt96100("c3745", 5, 304, hot_plug=_NM_GT),
     "c7200": Platform(
         "c7200",
         {
@@ -157,9 +187,9 @@ PLATFORMS: dict[str, Platform] = {
             "sensors": [22, 22, 22, 22],
             "power_supplies": [1, 1],
         },
-        {"": Chassis(7, None)},
+        {"": Chassis(7, None, hot_plug=_PA)},
         None,
-        _PA_HOTPLUG,
+        _PA,
     ),
 }
 

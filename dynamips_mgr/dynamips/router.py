@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import socket
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,6 +101,9 @@ DISK_FILES = (
     "ssa",
 )
 IDLEPC_LINE = re.compile(r"^(0x[0-9a-fA-F]{1,8}) \[(\d+)\]$")
+# dynamips 0.2.14 may leave the console port closed when a VM is started again less than
+# ~50 ms after it stopped (synthetic-image.md L3): a start keeps this gap after a stop.
+RESTART_GAP = 0.1
 
 
 class Router(Node):
@@ -131,6 +135,8 @@ class Router(Node):
         self.mac_addr = ""
         self.status = "stopped"  # notification status: started / stopped
         self.ever_started = False
+        self.start_sent = False  # "vm start" was sent once: the VM may be running
+        self.stopped_at = 0.0  # monotonic time of the last ``vm stop``
         self.ghost_file = ""
         self.io_card = "C7200-IO-FE"
         self.slots: list[Card | None] = []
@@ -139,13 +145,17 @@ class Router(Node):
 
     # -- model -------------------------------------------------------------------------
     def build_slots(self) -> None:
-        chassis = self.spec.chassis[self.chassis or ""]
-        self.slots = [None] * chassis.slots
-        if chassis.slot0:
-            self.slots[0] = ADAPTERS[chassis.slot0]
-        if chassis.slot1:
-            self.slots[1] = ADAPTERS[chassis.slot1]
-        self.wics = [None] * (self.slots[0].wic_slots if self.slots[0] else 0)
+        self.slots, self.wics = self._layout(self.chassis)
+
+    def _layout(self, chassis: str | None) -> tuple[list[Card | None], list[Card | None]]:
+        """Slots and WIC sub-slots of a fresh VM of ``chassis`` (built-in cards only)."""
+        spec = self.spec.chassis[chassis or ""]
+        slots: list[Card | None] = [None] * spec.slots
+        if spec.slot0:
+            slots[0] = ADAPTERS[spec.slot0]
+        if spec.slot1:
+            slots[1] = ADAPTERS[spec.slot1]
+        return slots, [None] * (slots[0].wic_slots if slots[0] else 0)
 
     def port_card(self, slot: int, port: int) -> Card:
         """The card that owns ``slot``/``port`` (a WIC for slot-0 ports 16 and up)."""
@@ -206,6 +216,10 @@ class Router(Node):
             return False
         return await self.get_status() == RUNNING
 
+    async def may_be_running(self) -> bool:
+        """:meth:`is_running`, without asking dynamips about a VM never started."""
+        return self.start_sent and await self.is_running()
+
     def set_status(self, status: str) -> None:
         if status != self.status:
             self.status = status
@@ -216,19 +230,22 @@ class Router(Node):
         """Spawn the hypervisor, create the VM, then apply the rest of the body."""
         if body.get("slot0") in C7200_IO_CARDS and self.platform == "c7200":
             self.io_card = body["slot0"]
-        self.hypervisor = await self.manager.acquire_hypervisor(self)
+        if self.hypervisor is None:
+            self.hypervisor = await self.manager.acquire_hypervisor(self)
         await self._create_vm()
-        lines = await self.send(f"{self.platform} get_mac_addr", self.name)
-        self.mac_addr = lines[0] if lines else ""
         await self.apply(body, creating=True)
 
     async def _create_vm(self) -> None:
+        """The original's creation commands (router.md §6), then sparse memory (C5)."""
         await self.send("vm create", self.name, self.dynamips_id, self.platform)
         await self.send("vm set_con_tcp_port", self.name, self.manager.console_target(self))
         if self.aux is not None:
             await self.send(
                 "vm set_aux_tcp_port", self.name, self.manager.console_target(self, aux=True)
             )
+        if not self.mac_addr:  # a rebuilt VM gets its known MAC back with set_mac_addr
+            lines = await self.send(f"{self.platform} get_mac_addr", self.name)
+            self.mac_addr = lines[0] if lines else ""
         if self.chassis != self.spec.default_chassis:
             await self.send(f"{self.platform} set_chassis", self.name, self.chassis)
         if self.platform == "c7200":
@@ -241,6 +258,7 @@ class Router(Node):
     async def rebuild(self) -> None:
         """Recreate the VM and its NIOs in a new hypervisor after the old one died."""
         self.hypervisor = await self.manager.acquire_hypervisor(self)
+        self.ghost_file = ""  # the new VM knows no ghost file yet
         slots, wics, nios = list(self.slots), list(self.wics), dict(self.nios)
         if self.platform == "c7200" and slots[0] is not None:
             self.io_card = slots[0].name
@@ -283,9 +301,21 @@ class Router(Node):
     # -- settings ----------------------------------------------------------------------
     async def apply(self, body: dict[str, Any], *, creating: bool = False) -> None:
         """Apply a create remainder or an update body: checks first, then commands."""
-        changes = {key: body[key] for key in ORDER if key in body and self._differs(key, body[key])}
+        if not creating and (self.hypervisor is None or not self.hypervisor.alive):
+            await self.rebuild()  # its dynamips died: recreate it, then change it
+        slots, wics = self.slots, self.wics
+        chassis = body.get("chassis")
+        if "chassis" in PLATFORM_KEYS[self.platform] and chassis not in (None, self.chassis):
+            self._check_chassis(chassis)
+            slots, wics = self._layout(chassis)  # slotN/wicN of the body apply to the new one
+        changes = {
+            key: body[key]
+            for key in ORDER
+            if key in body and self._differs(key, body[key], slots, wics)
+        }
         for key in [k for k in changes if k.startswith(("slot", "wic"))]:
-            self._check_card_key(key, changes[key])
+            if not self._check_card_key(key, changes[key], slots, wics):
+                del changes[key]
         if "name" in changes:
             check_text("name", changes["name"])
         if "system_id" in changes:
@@ -298,9 +328,9 @@ class Router(Node):
                 check_text("image", resolved, allow_empty=True)
                 changes["image"] = resolved
         needs_stop = [k for k in changes if k not in RUNNING_OK and not self._hot_plug(k, changes)]
-        running = False
-        if changes and not creating:
-            running = await self.is_running()
+        running = False  # "has CPUs": running, suspended or shutting down
+        if changes and not creating and self.hypervisor is not None and self.hypervisor.alive:
+            running = await self.get_status() != INACTIVE
         if running and needs_stop:
             raise Conflict(
                 f'Router "{self.name}" is running: stop it before changing {", ".join(needs_stop)}'
@@ -310,62 +340,82 @@ class Router(Node):
         await self._forced_settings(creating)
         await self._apply_configs(body, creating)
 
-    def _differs(self, key: str, value: Any) -> bool:
+    def _differs(
+        self, key: str, value: Any, slots: list[Card | None], wics: list[Card | None]
+    ) -> bool:
         if key == "name":
             return value != self.name
         if key == "chassis":
             return "chassis" in PLATFORM_KEYS[self.platform] and value != self.chassis
-        if key in ("console", "aux"):
+        if key in ("console", "aux", "mac_addr"):
             return value != getattr(self, key)
         if key == "image":
             return True  # compared after resolution
         if key.startswith("slot"):
             index = int(key[4:])
-            current = self.slots[index] if index < len(self.slots) else None
+            current = slots[index] if index < len(slots) else None
             return (current.name if current else None) != value
         if key.startswith("wic"):
             index = int(key[3:])
-            current = self.wics[index] if index < len(self.wics) else None
+            current = wics[index] if index < len(wics) else None
             return (current.name if current else None) != value
-        if key == "idlepc":
-            return (value or "0x0") != (self.settings["idlepc"] or "")
+        if key == "idlepc":  # "" means 0x0
+            return (value or "0x0") != (self.settings["idlepc"] or "0x0")
         if key not in self.settings:
             return False  # a key this platform does not have: ignored
         return self.settings[key] != value
 
-    def _check_card_key(self, key: str, value: str | None) -> None:
+    def _check_card_key(
+        self, key: str, value: str | None, slots: list[Card | None], wics: list[Card | None]
+    ) -> bool:
+        """Refuse (409) a slotN/wicN change that cannot be made; False = ignore the key."""
         if key.startswith("slot"):
             index = int(key[4:])
-            if index >= len(self.slots):
+            if index >= len(slots):
                 raise Conflict(f"Slot {index} doesn't exist on this router")
             if value is not None and (value not in ADAPTERS or ADAPTERS[value].builtin):
-                raise Conflict(f"Unknown adapter {value} for slot {index}")
-            current = self.slots[index]
-            if (
-                current is not None
-                and current.builtin
-                and not (self.platform == "c3600" and index == 0)
-            ):
+                # unknown and built-in names are accepted and ignored, as by the original (C21)
+                log.warning("%s: ignoring adapter %r for %s", self.name, value, key)
+                return False
+            current = slots[index]
+            if current is not None and current.builtin:
                 raise Conflict(
                     f"Slot {index} holds the built-in {current.name}, which cannot be changed"
                 )
-            if self.platform == "c7200" and index == 0 and value not in C7200_IO_CARDS:
-                raise Conflict(f"Slot 0 of a c7200 takes an I/O card: {', '.join(C7200_IO_CARDS)}")
-        else:
-            index = int(key[3:])
-            if index >= len(self.wics):
-                if value is None and not self.wics:
-                    return
-                raise Conflict(f"WIC slot {index} doesn't exist on this router")
-            if value is not None and value not in WICS:
-                raise Conflict(f"Unknown WIC {value}")
+            if self.platform == "c7200" and index == 0:
+                if value not in C7200_IO_CARDS:
+                    raise Conflict(
+                        f"Slot 0 of a c7200 takes an I/O card: {', '.join(C7200_IO_CARDS)}"
+                    )
+            elif value is not None and value not in self.spec.adapters:
+                raise Conflict(
+                    f"Adapter {value} is not supported in slot {index} of a {self.platform} "
+                    f"router (supported: {', '.join(sorted(self.spec.adapters))})"
+                )
+            return True
+        index = int(key[3:])
+        if index >= len(wics):
+            if value is None and not wics:
+                return False  # no WIC sub-slots at all (c7200, c3600): ignored
+            raise Conflict(f"WIC slot {index} doesn't exist on this router")
+        if value is not None and value not in WICS:
+            log.warning("%s: ignoring WIC %r for %s", self.name, value, key)
+            return False
+        if value is not None and value not in self.spec.wics:
+            raise Conflict(
+                f"WIC {value} is not supported on a {self.platform} router "
+                f"(supported: {', '.join(sorted(self.spec.wics))})"
+            )
+        return True
 
     def _hot_plug(self, key: str, changes: dict[str, Any]) -> bool:
-        if not key.startswith("slot"):
+        """OIR: adapters dynamips and the chassis can add/remove while running (C4)."""
+        if not key.startswith("slot") or "chassis" in changes:
             return False
         index = int(key[4:])
         names = {changes[key], self.slots[index].name if self.slots[index] else None} - {None}
-        return index > 0 and all(n in self.spec.hot_plug for n in names)
+        allowed = self.spec.chassis[self.chassis or ""].hot_plug
+        return index > 0 and all(n in allowed for n in names)
 
     async def _apply_one(self, key: str, value: Any, running: bool) -> None:
         if key == "name":
@@ -396,8 +446,6 @@ class Router(Node):
     async def _send_setting(self, key: str, value: Any) -> None:
         if key in VM_SETTERS:
             await self.send(VM_SETTERS[key], self.name, int(value))
-        elif key == "npe" and value == "npe-g2":
-            raise Conflict("npe-g2 (PowerPC) is not supported by this server")
         else:
             await self.send(f"{self.platform} {PLATFORM_SETTERS[key]}", self.name, value)
             if key == "mac_addr":
@@ -418,10 +466,11 @@ class Router(Node):
     async def set_idlepc(self, value: str, running: bool | None = None) -> None:
         if running is None:
             running = await self.is_running()
+        # ``set_idle_pc_online`` only changes the running CPU, which the next start
+        # recreates from the VM's value: so the VM's value is always set as well.
+        await self.send("vm set_idle_pc", self.name, value)
         if running:
             await self.send("vm set_idle_pc_online", self.name, 0, value)
-        else:
-            await self.send("vm set_idle_pc", self.name, value)
         self.settings["idlepc"] = value
 
     async def _forced_settings(self, creating: bool) -> None:
@@ -441,18 +490,26 @@ class Router(Node):
                 await asyncio.to_thread(self._rename_in_config, relative, old, new_name)
 
     def _rename_in_config(self, relative: str, old: str, new: str) -> None:
-        path = configs.confined(self.module_dir, relative)
-        text = configs.read_text(path)
-        if text is not None:
-            updated = configs.rename_hostname(text, old, new)
-            if updated != text:
-                configs.write_text(path, updated)
+        path = self.module_dir / relative
+        try:
+            path = configs.confined(self.module_dir, relative)
+            text = configs.read_text(path)
+            if text is not None:
+                updated = configs.rename_hostname(text, old, new)
+                if updated != text:
+                    configs.write_text(path, updated)
+        except (OSError, ValueError) as err:
+            raise Conflict(f"Could not amend the configuration {path}: {err}") from None
 
-    async def _set_chassis(self, chassis: str) -> None:
-        if self.nios or any(c and not c.builtin for c in self.slots) or any(self.wics):
-            raise Conflict("Remove the links, adapters and WICs before changing the chassis")
+    def _check_chassis(self, chassis: str) -> None:
+        """The original rebuilt the slot model and forgot what dynamips still had (C13)."""
         if chassis not in self.spec.chassis:
             raise Conflict(f"Unknown chassis {chassis} for platform {self.platform}")
+        if self.nios or any(c and not c.builtin for c in self.slots) or any(self.wics):
+            raise Conflict("Remove the links, adapters and WICs before changing the chassis")
+
+    async def _set_chassis(self, chassis: str) -> None:
+        self._check_chassis(chassis)
         await self.send(f"{self.platform} set_chassis", self.name, chassis)
         self.chassis = chassis
         self.build_slots()
@@ -539,35 +596,47 @@ class Router(Node):
 
     async def _set_config(self, startup: str, private: str) -> None:
         sent_private = private
-        if private and (self.module_dir / private).stat().st_size == 0:
-            sent_private = ""
+        if private:
+            try:
+                if (self.module_dir / private).stat().st_size == 0:
+                    sent_private = ""
+            except OSError as err:
+                raise Conflict(f"Cannot access the private-config {private}: {err}") from None
         await self.send("vm set_config", self.name, startup, sent_private)
         self.startup_config, self.private_config = startup, private
 
     async def save_configs(self) -> None:
         """Copy NVRAM configs to the config files (only for a router that has run)."""
+        if self.startup_config or self.private_config:  # recreate a deleted folder (C14)
+            folder = self.module_dir / "configs"
+            try:
+                await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+            except OSError as err:
+                raise Conflict(f"Could not create the configs directory {folder}: {err}") from None
         if not self.ever_started or self.hypervisor is None or not self.hypervisor.alive:
             return
         try:
             lines = await self.send("vm extract_config", self.name)
         except DynamipsError:
-            return
+            return  # nothing in NVRAM (never pushed): the files stay as they are
         startup, private = configs.parse_extract(lines)
         default_startup, default_private = configs.default_paths(self.dynamips_id)
         if startup:
-            self.startup_config = self.startup_config or default_startup
-            await self._save_file(self.startup_config, configs.startup_from_nvram(startup))
+            relative = self.startup_config or default_startup
+            await self._save_file("startup", relative, configs.startup_from_nvram(startup))
+            self.startup_config = relative
         private_text = configs.private_from_nvram(private)
         if private_text is not None:
-            self.private_config = self.private_config or default_private
-            await self._save_file(self.private_config, private_text)
+            relative = self.private_config or default_private
+            await self._save_file("private", relative, private_text)
+            self.private_config = relative
 
-    async def _save_file(self, relative: str, text: str) -> None:
+    async def _save_file(self, kind: str, relative: str, text: str) -> None:
         path = self.module_dir / relative
         try:
             await asyncio.to_thread(configs.write_text, path, text)
         except OSError as err:
-            raise Conflict(f"Could not save the configuration {path}: {err}") from None
+            raise Conflict(f"Could not save the {kind} configuration {path}: {err}") from None
 
     async def get_configs(self) -> dict[str, str]:
         """NVRAM content when the router has run, else the files; absent keys omitted."""
@@ -604,7 +673,10 @@ class Router(Node):
         await asyncio.to_thread(Images.check_bootable, self.image)
         self._warn_memory()
         await self.manager.prepare_ghost(self)
-        await self.send("vm start", self.name)
+        gap = self.stopped_at + RESTART_GAP - time.monotonic()
+        if gap > 0:
+            await asyncio.sleep(gap)
+        await self._vm_start()
         self.ever_started = True
         if self.settings["idlemax"] != DYNAMIPS_IDLE_MAX:
             await self._send_running_setting("idlemax", self.settings["idlemax"])
@@ -615,6 +687,20 @@ class Router(Node):
                 if self.settings[key] != default:
                     await self._send_running_setting(key, self.settings[key])
         self.set_status("started")
+
+    async def _vm_start(self) -> None:
+        """``vm start``; a refusal is explained with what dynamips printed meanwhile."""
+        assert self.hypervisor is not None
+        output = self.hypervisor.stdout_file
+        offset = await asyncio.to_thread(_size, output)
+        try:
+            self.start_sent = True
+            await self.send("vm start", self.name)
+        except DynamipsError as err:
+            printed = await asyncio.to_thread(_read_from, output, offset)
+            lines = [line.strip() for line in printed.splitlines() if ":" in line]
+            reason = f" ({'; '.join(lines[-3:])})" if lines else ""
+            raise Conflict(f'Router "{self.name}" could not start: {err.text}{reason}') from None
 
     def _warn_memory(self) -> None:
         available = psutil.virtual_memory().available // (1024 * 1024)
@@ -636,6 +722,7 @@ class Router(Node):
             return
         if await self.get_status() != INACTIVE:
             await self.send("vm stop", self.name)
+            self.stopped_at = time.monotonic()
             self.set_status("stopped")
             await self.save_configs()
         else:
@@ -664,11 +751,19 @@ class Router(Node):
         async def bind(nio: NIO) -> None:
             try:
                 await self.send("vm slot_add_nio_binding", self.name, slot, port, nio.name)
-            except DynamipsError:  # a stale binding dynamips kept: clear it and retry once
-                await self.send("vm slot_remove_nio_binding", self.name, slot, port)
+            except DynamipsError as refused:  # a stale binding dynamips kept: clear, retry once
+                try:
+                    await self.send("vm slot_remove_nio_binding", self.name, slot, port)
+                except DynamipsError:
+                    raise refused from None  # there was none: the first refusal is the answer
                 await self.send("vm slot_add_nio_binding", self.name, slot, port, nio.name)
-            if await self.is_running():
-                await self.send("vm slot_enable_nio", self.name, slot, port)
+            try:
+                if await self.may_be_running():
+                    await self.send("vm slot_enable_nio", self.name, slot, port)
+            except BaseException:  # leave no binding to the NIO that is deleted next
+                with contextlib.suppress(Exception):
+                    await self.send("vm slot_remove_nio_binding", self.name, slot, port)
+                raise
 
         return await self.attach_nio((slot, port), spec, bind)
 
@@ -676,7 +771,7 @@ class Router(Node):
         self.port_card(slot, port)
 
         async def unbind(nio: NIO) -> None:
-            if await self.is_running():
+            if await self.may_be_running():
                 await self.send("vm slot_disable_nio", self.name, slot, port)
             await self.send("vm slot_remove_nio_binding", self.name, slot, port)
 
@@ -705,6 +800,8 @@ class Router(Node):
                 try:
                     await self.stop()
                     await self.send("vm delete", self.name)
+                    if len(self.hypervisor.nodes) > 1:  # a shared process keeps none of ours
+                        await self.delete_nios()
                 except (DynamipsError, HypervisorUnavailable, Conflict) as err:
                     log.warning("closing router %s: %s", self.name, err)
         finally:
@@ -726,9 +823,41 @@ class Router(Node):
                 with contextlib.suppress(OSError):
                     os.remove(self.module_dir / entry)
 
+    def own_files(self) -> set[str]:
+        """Names (relative to the module folder) of this router's files now on disk:
+        ``<platform>_i<id>_*`` and the default config files. Blocking: use a thread."""
+        prefix = f"{self.platform}_i{self.dynamips_id}_"
+        try:
+            found = {e for e in os.listdir(self.module_dir) if e.startswith(prefix)}
+        except OSError:
+            found = set()
+        defaults = configs.default_paths(self.dynamips_id)
+        return found | {r for r in defaults if (self.module_dir / r).is_file()}
+
+    def remove_files(self, names: set[str]) -> None:
+        for name in names:
+            with contextlib.suppress(OSError):
+                os.remove(self.module_dir / name)
+
     async def destroy_files(self) -> None:
         """Remove every file of this router (after a delete, at commit or close)."""
         await asyncio.to_thread(self._delete_files, None)
         for relative in configs.default_paths(self.dynamips_id):
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(os.remove, self.module_dir / relative)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            return handle.read(4096).decode("utf-8", "replace")
+    except OSError:
+        return ""

@@ -39,8 +39,15 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return await handler(request)
     except ServerError as err:
         return error_response(request, err.status, err.message)
-    except web.HTTPException:
-        raise
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        # the framework's own errors (no such route: 404, wrong method: 405) get the same
+        # JSON error body as every other error
+        response = error_response(request, err.status, err.text or err.reason)
+        if "Allow" in err.headers:
+            response.headers["Allow"] = err.headers["Allow"]
+        return response
     except Exception as err:
         log.exception("internal error on %s %s", request.method, request.path)
         return error_response(request, 500, f"Internal server error: {type(err).__name__}: {err}")

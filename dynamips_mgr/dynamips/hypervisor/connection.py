@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from .errors import DynamipsError, HypervisorUnavailable
-from .protocol import ProtocolViolation, Reply, ReplyParser, format_command
+from .protocol import MIN_TIMEOUTS, ProtocolViolation, Reply, ReplyParser, format_command
 
 
 class State(enum.Enum):
@@ -43,6 +43,9 @@ class Connection:
         self.describe = describe
         self.state = State.READY
         self.broken_reason = ""
+        # awaited when the peer hung up, before the error is worded (the owner may wait a
+        # moment there for a dying process to be reaped, so the error can say it died)
+        self.settle: Callable[[], Awaitable[None]] | None = None
 
     @classmethod
     async def open(
@@ -55,8 +58,10 @@ class Connection:
         describe: Callable[[], str] = lambda: "",
         alive: Callable[[], bool] = lambda: True,
     ) -> Connection:
-        """Connect, retrying with a short backoff until the monotonic ``deadline``."""
+        """Connect, retrying until the monotonic ``deadline``: every 2 ms during the first
+        50 ms (a dynamips listens ~3-10 ms after its spawn), then backing off to 100 ms."""
         delay = 0.002
+        patient_from = time.monotonic() + 0.05
         last: Exception | None = None
         while True:
             try:
@@ -78,35 +83,40 @@ class Connection:
                     f"Couldn't connect to hypervisor on {host}:{port}: {last}{describe()}"
                 )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            if time.monotonic() > patient_from:
+                delay = min(delay * 2, 0.1)
 
     async def send(self, command: str, *args: object) -> list[str]:
         """Send ``command`` (a key of the signature table) and return its reply lines."""
         line = format_command(command, *args)
-        reply = await self.exchange(line)
+        reply = await self.exchange(line, max(self.command_timeout, MIN_TIMEOUTS.get(command, 0)))
         if not reply.ok:
             raise DynamipsError(reply.code, reply.text, line)
         return reply.lines
 
-    async def exchange(self, line: str) -> Reply:
+    async def exchange(self, line: str, timeout: float | None = None) -> Reply:
         """Write one already formatted line and read its complete reply."""
+        timeout = self.command_timeout if timeout is None else timeout
         async with self._lock:
             self._check_usable()
             self.state = State.BUSY
             try:
                 self._writer.write(line.encode("utf-8") + b"\n")
-                reply = await asyncio.wait_for(self._read_reply(line), self.command_timeout)
+                async with asyncio.timeout(timeout):  # no extra task, unlike wait_for
+                    reply = await self._read_reply(line)
             except TimeoutError:
-                self._break(f"no reply to '{line}' within {self.command_timeout:g} s")
+                self._break(f"no reply to '{line}' within {timeout:g} s")
                 raise HypervisorUnavailable(
                     f"Dynamips did not answer '{line}' on {self.address} within "
-                    f"{self.command_timeout:g} s{self.describe()}"
+                    f"{timeout:g} s{self.describe()}"
                 ) from None
             except asyncio.CancelledError:
                 self._break(f"'{line}' was cancelled before its reply")
                 raise
             except (OSError, EOFError, ProtocolViolation) as err:
                 self._break(str(err))
+                if self.settle is not None and not isinstance(err, ProtocolViolation):
+                    await self.settle()
                 raise HypervisorUnavailable(
                     f"Lost dynamips on {self.address} during '{line}': {err}{self.describe()}"
                 ) from None
@@ -114,6 +124,7 @@ class Connection:
             return reply
 
     async def _read_reply(self, line: str) -> Reply:
+        await self._writer.drain()
         while True:
             data = await self._reader.read(65536)
             if not data:
@@ -134,14 +145,17 @@ class Connection:
             )
 
     def _break(self, reason: str) -> None:
+        if self.state is not State.BROKEN:  # the first reason is the telling one
+            self.broken_reason = reason
         self.state = State.BROKEN
-        self.broken_reason = reason
         self._writer.close()
 
     def mark_broken(self, reason: str) -> None:
         """Called when the process died: later commands fail at once with ``reason``."""
         if self.state in (State.READY, State.BUSY):
             self._break(reason)
+        elif self.state is State.BROKEN:  # e.g. after the EOF of its death: say why
+            self.broken_reason = reason
 
     async def close(self) -> None:
         if self.state is not State.BROKEN:

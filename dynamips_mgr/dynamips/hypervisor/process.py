@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ...errors import Conflict
-from .connection import Connection
+from .connection import Connection, State
 from .errors import HypervisorUnavailable
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class Hypervisor:
         command_timeout: float = 30.0,
         connect_timeout: float = 10.0,
         stop_timeout: float = 3.0,
+        spawn_dir: Path | None = None,
     ) -> None:
         if host not in ("127.0.0.1", "::1"):
             raise ValueError("the hypervisor control port only listens on loopback")
@@ -86,6 +87,9 @@ class Hypervisor:
         self._connection: Connection | None = None
         self._watcher: asyncio.Task | None = None
         self._stopping = False
+        # dynamips starts in spawn_dir (where it caches its instruction lookup tables, ilt_*,
+        # ~0.3 s of CPU to build), then moves to working_dir at once
+        self.spawn_dir = spawn_dir
 
     # -- files -------------------------------------------------------------------------
     @property
@@ -97,12 +101,16 @@ class Hypervisor:
         return self.working_dir / f"dynamips_i{self.hv_id}_stdout.txt"
 
     def output_tail(self, limit: int = 2000) -> str:
-        """The last ``limit`` characters of the process output and log."""
+        """The last lines (at most ``limit`` characters) of the process output and log."""
         text = ""
         for path in (self.stdout_file, self.log_file):
-            with contextlib.suppress(OSError):
-                text += path.read_text("utf-8", "replace")[-limit:]
-        return text[-limit:]
+            with contextlib.suppress(OSError), open(path, "rb") as handle:
+                handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4 * limit))
+                content = handle.read().decode("utf-8", "replace")
+                text += content if not text or text.endswith("\n") else "\n" + content
+        if len(text) > limit:  # whole lines only
+            text = text[-limit:].partition("\n")[2] or text[-limit:]
+        return text
 
     # -- state -------------------------------------------------------------------------
     @property
@@ -141,14 +149,20 @@ class Hypervisor:
                         describe=self._describe,
                         alive=lambda: self.alive,
                     )
+                    self._connection.settle = self._settle
+                    version = await self._first_contact(deadline)
                     break
                 except HypervisorUnavailable:
                     if self.alive or time.monotonic() > deadline:
                         raise
-                    await self._reap()  # lost the port race: try another port
+                    # lost the port race (maybe to a listener that is not ours): next port
+                    if self._connection is not None:
+                        await self._connection.close()
+                        self._connection = None
+                    await self._reap()
             else:
                 raise HypervisorUnavailable(f"Could not start Dynamips{self._describe()}")
-            await self._handshake()
+            await self._handshake(version)
         except BaseException:
             await self.stop()
             raise
@@ -156,14 +170,15 @@ class Hypervisor:
 
     async def _spawn(self) -> None:
         listen = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-        args = ["-N1", "-l", self.log_file.name, "-H", listen]
+        log_file = str(self.log_file) if self.spawn_dir else self.log_file.name
+        args = ["-N1", "-l", log_file, "-H", listen]
         try:
             output = await asyncio.to_thread(open, self.stdout_file, "wb")
             with output:
                 self._process = await asyncio.create_subprocess_exec(
                     self.executable,
                     *args,
-                    cwd=self.working_dir,
+                    cwd=self.spawn_dir or self.working_dir,
                     stdout=output,
                     stderr=asyncio.subprocess.STDOUT,
                     stdin=asyncio.subprocess.DEVNULL,
@@ -173,8 +188,32 @@ class Hypervisor:
             raise Conflict(f"Could not start Dynamips: {err}") from None
         log.info("dynamips %s started (pid %s) on %s", self.hv_id, self.pid, listen)
 
-    async def _handshake(self) -> None:
-        lines = await self.send("hypervisor version")
+    async def _first_contact(self, deadline: float) -> list[str]:
+        """``hypervisor version`` by the start deadline, given up as soon as our process exits:
+        then whatever answered on that port (if anything) is not the dynamips we started."""
+        assert self._process is not None
+        reply = asyncio.ensure_future(self.send("hypervisor version"))
+        exited = asyncio.ensure_future(self._process.wait())
+        try:
+            await asyncio.wait(
+                {reply, exited},
+                timeout=max(0.1, deadline - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            exited.cancel()
+            if not reply.done():
+                reply.cancel()
+                with contextlib.suppress(asyncio.CancelledError, HypervisorUnavailable):
+                    await reply
+        if reply.cancelled():
+            state = "exited at start" if not self.alive else "did not answer at start"
+            raise HypervisorUnavailable(
+                f"Dynamips on {self.host}:{self.port} {state}{self._describe()}"
+            )
+        return reply.result()
+
+    async def _handshake(self, lines: list[str]) -> None:
         self.version = lines[0].split("-")[0] if lines else "Unknown"
         parsed = parse_version(self.version)
         if parsed is None or parsed < MIN_VERSION:
@@ -187,7 +226,40 @@ class Hypervisor:
     async def send(self, command: str, *args: object) -> list[str]:
         if self._connection is None:
             raise HypervisorUnavailable(f"Not connected to dynamips{self._describe()}")
-        return await self._connection.send(command, *args)
+        try:
+            return await self._connection.send(command, *args)
+        except HypervisorUnavailable:
+            await self._retire_if_out_of_step()
+            raise
+
+    async def _retire_if_out_of_step(self) -> None:
+        """A connection that timed out, was cancelled mid-command or got garbage is never
+        trusted again (E1): end its process, so that its nodes see the hypervisor died and
+        are rebuilt in a new process at their next start."""
+        connection = self._connection
+        if connection is None or connection.state is not State.BROKEN:
+            return
+        if self._process is None or not self.alive or self._stopping:
+            return
+        log.warning(
+            "dynamips %s (pid %s) is out of step (%s): killing it",
+            self.hv_id,
+            self.pid,
+            connection.broken_reason,
+        )
+        with contextlib.suppress(ProcessLookupError):
+            self._process.kill()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._process.wait()), 2.0)
+
+    async def _settle(self, limit: float = 0.5) -> None:
+        """The connection dropped: give a dying process a moment to be reaped, so that the
+        error can tell whether it is still running (and quote its output)."""
+        if self._process is not None and self.alive:
+            waiter = asyncio.ensure_future(self._process.wait())
+            _done, pending = await asyncio.wait({waiter}, timeout=limit)
+            for task in pending:
+                task.cancel()
 
     async def set_working_dir(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
@@ -221,13 +293,34 @@ class Hypervisor:
                     )
                     graceful = True
             await self._connection.close()
-        await self._reap(self.stop_timeout if graceful else 0.0)
+        if graceful:
+            await self._wake_until_exit(time.monotonic() + self.stop_timeout)
+        await self._reap()
         if self._watcher is not None and self._watcher is not asyncio.current_task():
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         with contextlib.suppress(OSError):
             self.stdout_file.unlink()
+        if graceful:  # healthy to the end: its log says nothing worth keeping (B11)
+            with contextlib.suppress(OSError):
+                self.log_file.unlink()
+
+    async def _wake_until_exit(self, deadline: float) -> None:
+        """After ``hypervisor stop`` dynamips exits (cleaning up) once its accept loop sees the
+        stop flag: at its next 500 ms select timeout, or at once when a connection arrives.
+        So connect (and hang up) until the process is gone, backing off from 5 ms."""
+        assert self._process is not None
+        delay = 0.005
+        while self.alive and time.monotonic() < deadline:
+            with contextlib.suppress(OSError, TimeoutError):
+                _reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.host, self.port), 0.5
+                )
+                writer.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._process.wait(), delay)
+            delay = min(delay * 2, 0.1)
 
     async def _reap(self, grace: float = 0.0) -> None:
         process = self._process

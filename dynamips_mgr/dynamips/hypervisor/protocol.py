@@ -76,11 +76,12 @@ SIGNATURES: dict[str, str] = {
     "nio list": "",
     "nio bind_filter": "token int token",
     "nio unbind_filter": "token int",
-    "nio setup_filter": "token int any any?",
+    "nio setup_filter": "token int token path?",  # freq_drop N / capture <dlt> "<file>"
     "nio get_stats": "token",
     "nio reset_stats": "token",
     "nio set_bandwidth": "token int",
     "ethsw create": "name",
+    "ethsw list": "",
     "ethsw rename": "name name",
     "ethsw delete": "name",
     "ethsw add_nio": "name token",
@@ -91,11 +92,13 @@ SIGNATURES: dict[str, str] = {
     "ethsw show_mac_addr_table": "name",
     "ethsw clear_mac_addr_table": "name",
     "nio_bridge create": "name",
+    "nio_bridge list": "",
     "nio_bridge rename": "name name",
     "nio_bridge delete": "name",
     "nio_bridge add_nio": "name token",
     "nio_bridge remove_nio": "name token",
     "atmsw create": "name",
+    "atmsw list": "",
     "atmsw rename": "name name",
     "atmsw delete": "name",
     "atmsw create_vpc": "name token int token int",
@@ -103,6 +106,7 @@ SIGNATURES: dict[str, str] = {
     "atmsw create_vcc": "name token int int token int int",
     "atmsw delete_vcc": "name token int int token int int",
     "frsw create": "name",
+    "frsw list": "",
     "frsw rename": "name name",
     "frsw delete": "name",
     "frsw create_vc": "name token int token int",
@@ -138,11 +142,14 @@ def check_text(field_name: str, value: str, *, allow_empty: bool = False) -> str
     if bad:
         shown = "a double quote" if bad.group() == '"' else f"control character {bad.group()!r}"
         raise ArgumentError(field_name, f"{shown} cannot be sent to dynamips")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ArgumentError(field_name, "is not valid Unicode text") from None
     return value
 
 
-def _render(kind: str, value: object, position: int) -> str:
-    label = f"argument {position}"
+def _render(kind: str, value: object, label: str) -> str:
     if kind in ("name", "path"):
         return '"' + check_text(label, str(value), allow_empty=(kind == "path")) + '"'
     if kind == "int":
@@ -150,11 +157,16 @@ def _render(kind: str, value: object, position: int) -> str:
             raise ArgumentError(label, f"{value!r} is not an integer")
         return str(value)
     if kind == "any":
-        return str(value) if isinstance(value, int) else _render("path", value, position)
+        return str(value) if isinstance(value, int) else _render("path", value, label)
     text = str(value)
     if not _TOKEN.match(text):
         raise ArgumentError(label, f"{text!r} is not a plain word dynamips accepts")
     return text
+
+
+# Commands that take long by design: their reply is awaited at least this many seconds,
+# whatever the configured command timeout (the idle-PC sampler runs ~10.2 s).
+MIN_TIMEOUTS: dict[str, float] = {"vm get_idle_pc_prop": 30.0, "vm show_idle_pc_prop": 30.0}
 
 
 def format_command(command: str, *args: object) -> str:
@@ -168,8 +180,9 @@ def format_command(command: str, *args: object) -> str:
     if not len(required) <= len(args) <= len(kinds):
         raise ValueError(f"{command} takes {len(kinds)} arguments, got {len(args)}")
     parts = [command]
-    for position, (kind, value) in enumerate(zip(kinds, args, strict=False)):
-        parts.append(_render(kind.rstrip("?"), value, position))
+    for position, (kind, value) in enumerate(zip(kinds, args, strict=False), start=1):
+        label = f"{command} argument {position} ({kind.rstrip('?')})"
+        parts.append(_render(kind.rstrip("?"), value, label))
     return " ".join(parts)
 
 

@@ -49,6 +49,8 @@ async def update_device(req: ApiRequest):
     ports = req.body.get("ports")
     if ports and not isinstance(device, EthernetSwitch):
         raise BadRequest(f"ports can only be set on an Ethernet switch, not {device.device_type}")
+    if ports:
+        device.check_ports(ports)  # refused before the rename, so nothing is half done
     if "name" in req.body and req.body["name"] != device.name:
         await device.rename(req.body["name"])
     if ports:

@@ -21,6 +21,7 @@ ERROR_TEXT = {
     404: "Not found",
     409: "Conflict",
 }
+STREAM_MEDIA = {"notifications": "application/json", "docs": "text/html"}
 PARAM_SCHEMAS = {
     "adapter_number": {"type": "integer", "minimum": 0},
     "port_number": {"type": "integer", "minimum": 0},
@@ -60,9 +61,21 @@ def _operation(r: Route) -> dict[str, Any]:
             }
             for p in params
         ]
-    if r.input:
+    if r.input and r.method == "GET":  # GET input comes in the query string (merged)
+        schema = schemas.schema(r.input)
+        op.setdefault("parameters", []).extend(
+            {
+                "name": name,
+                "in": "query",
+                "required": name in schema.get("required", ()),
+                "schema": _rewrite_refs(copy.deepcopy(value)),
+            }
+            for name, value in schema["properties"].items()
+        )
+    elif r.input:
         op["requestBody"] = {
-            "required": True,
+            # an absent body is read as {}: required only when {} is not valid
+            "required": not schemas.validator(r.input).is_valid({}),
             "content": {"application/json": {"schema": _component(r.input)}},
         }
     elif r.raw:
@@ -73,7 +86,7 @@ def _operation(r: Route) -> dict[str, Any]:
         }
     status = str(r.status if not (r.status == 200 and r.output is None and not r.stream) else 200)
     if r.stream:
-        media = "application/json" if "notifications" in r.path else "application/octet-stream"
+        media = STREAM_MEDIA.get(r.handler.__name__, "application/octet-stream")
         op["responses"]["200"] = {"description": "A stream", "content": {media: {}}}
     elif r.output:
         op["responses"][status] = {
@@ -82,7 +95,12 @@ def _operation(r: Route) -> dict[str, Any]:
         }
     else:
         op["responses"][status] = {"description": "Success, no body"}
-    for code in sorted({*r.errors, *((400,) if r.input or params else ())}):
+    codes = set(r.errors)
+    if r.input or params:
+        codes.add(400)
+    if params:  # a malformed path parameter may not match the route at all
+        codes.add(404)
+    for code in sorted(codes):
         op["responses"][str(code)] = {
             "description": ERROR_TEXT.get(code, "Error"),
             "content": {"application/json": {"schema": _component("server.error")}},
@@ -93,8 +111,6 @@ def _operation(r: Route) -> dict[str, Any]:
 def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for r in ROUTES:
-        if r.prefix != "/v1":
-            continue
         path = PARAM.sub(lambda m: "{" + m.group(1) + "}", r.full_path)
         paths.setdefault(path, {})[r.method.lower()] = _operation(r)
     components = {}
@@ -112,7 +128,9 @@ def document() -> dict[str, Any]:
     }
 
 
-@route("GET", "/openapi.json", summary="This API as an OpenAPI 3.1 document")
+@route(
+    "GET", "/openapi.json", summary="This API as an OpenAPI 3.1 document", output="server.openapi"
+)
 async def openapi(req: ApiRequest):
     return document()
 

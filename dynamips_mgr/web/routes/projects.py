@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 
 import psutil
 from aiohttp import web
@@ -19,6 +20,7 @@ from ..routing import ApiRequest, route
 log = logging.getLogger(__name__)
 P = "/projects/{project_id}"
 PING_INTERVAL = 5.0
+DISCONNECT_CHECK = 0.2
 
 
 def _project(req: ApiRequest):
@@ -113,15 +115,24 @@ async def notifications(req: ApiRequest):
     response = web.StreamResponse(headers={"Content-Type": JSON_TYPE})
     response.enable_chunked_encoding()
     await response.prepare(req.request)
+    transport = req.request.transport
     async with project.listen() as queue:
         with contextlib.suppress(ConnectionError):
             await _write_line(response, _ping())
-            while not project.closed:
+            last_write = time.monotonic()
+            # wake up often enough to notice a client that went away: the number of listeners
+            # decides whether a close really closes the project
+            while transport is not None and not transport.is_closing():
                 try:
-                    message = await asyncio.wait_for(queue.get(), PING_INTERVAL)
+                    message = await asyncio.wait_for(queue.get(), DISCONNECT_CHECK)
                 except TimeoutError:
+                    if req.state.projects.projects.get(project.id) is not project:
+                        break  # closed before this stream started listening
+                    if time.monotonic() - last_write < PING_INTERVAL:
+                        continue
                     message = _ping()
                 await _write_line(response, message)
+                last_write = time.monotonic()
                 if message.get("action") == "project.closed":
                     break
     return response
@@ -176,10 +187,12 @@ async def read_file(req: ApiRequest):
     path = _project(req).resolve(req.params["path"])
     try:
         handle = await asyncio.to_thread(open, path, "rb")
-    except (FileNotFoundError, IsADirectoryError):
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise NotFound("404: Not Found") from None
     except PermissionError:
         raise Forbidden("403: Forbidden") from None
+    except OSError as err:
+        raise Conflict(f"Could not read {req.params['path']}: {err}") from None
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     response.enable_chunked_encoding()
     await response.prepare(req.request)
@@ -194,7 +207,7 @@ async def read_file(req: ApiRequest):
 )
 async def write_file(req: ApiRequest):
     path = _project(req).resolve(req.params["path"])
-    if not path.parent.is_dir():
+    if not os.path.isdir(path.parent):
         raise NotFound(f"Folder {path.parent.name} does not exist in the project")
     temporary = path.with_name(f".{path.name}.upload")
     try:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from ... import API_VERSION, __version__
 from ...errors import Conflict, Forbidden, NotFound
+from ...projects import Project
 from ..routing import ApiRequest, route
 
 
@@ -62,9 +63,9 @@ async def list_interfaces(req: ApiRequest):
     return await asyncio.to_thread(_interfaces)
 
 
-def _local_only(req: ApiRequest, what: str) -> None:
+def _local_only(req: ApiRequest, message: str) -> None:
     if not req.state.config.server("local"):
-        raise Forbidden(f"You can only {what} for a local server")
+        raise Forbidden(message)
 
 
 @route(
@@ -75,7 +76,7 @@ def _local_only(req: ApiRequest, what: str) -> None:
     errors=(403, 409),
 )
 async def reload_config(req: ApiRequest):
-    _local_only(req, "reload the configuration")
+    _local_only(req, "You can only reload the configuration for a local server")
     try:
         await asyncio.to_thread(req.state.config.reload)
     except Exception as err:  # a broken file must not kill the running server
@@ -90,18 +91,21 @@ async def reload_config(req: ApiRequest):
     errors=(403,),
 )
 async def shutdown(req: ApiRequest):
-    _local_only(req, "stop a local server")
+    _local_only(req, "You can only stop a local server")
     await req.state.projects.close_all()
     req.state.shutdown.set()
 
 
-def _confined_capture(req: ApiRequest, location: str) -> Path:
+def _confined_capture(req: ApiRequest, location: str) -> tuple[Project, Path]:
     if not location.endswith(".pcap"):
         raise Forbidden("Only .pcap file are allowed")
-    path = Path(os.path.realpath(location))
+    try:
+        path = Path(os.path.realpath(location))
+    except (OSError, ValueError):  # NUL byte, name too long...
+        raise Forbidden(f"The location {location} is not allowed") from None
     for project in req.state.projects.projects.values():
         if path.is_relative_to(project.path.resolve()):
-            return path
+            return project, path
     raise Forbidden("Only capture files of an open project can be streamed")
 
 
@@ -114,7 +118,7 @@ def _confined_capture(req: ApiRequest, location: str) -> Path:
     errors=(403, 404),
 )
 async def stream_file(req: ApiRequest):
-    path = _confined_capture(req, req.body["location"])
+    project, path = _confined_capture(req, req.body["location"])
     try:
         handle = await asyncio.to_thread(open, path, "rb")
     except FileNotFoundError:
@@ -125,7 +129,8 @@ async def stream_file(req: ApiRequest):
     response.enable_chunked_encoding()
     await response.prepare(req.request)
     with handle, contextlib.suppress(ConnectionError):
-        while req.request.transport is not None and not req.request.transport.is_closing():
+        transport = req.request.transport
+        while not project.closed and transport is not None and not transport.is_closing():
             data = await asyncio.to_thread(handle.read, 65536)
             if data:
                 await response.write(data)
