@@ -1516,8 +1516,18 @@ async def _main(argv: list[str]) -> int:
         server.log_file = Path(args.log)
         server._log(f"Release {args.version}/Linux (fake); started on {args.listen}")
     print(f"Hypervisor TCP control server started (IP {host} port {server.port}).", flush=True)
+    watchdog = asyncio.get_running_loop().create_task(_exit_with_parent(server))
     await server.exited.wait()
+    watchdog.cancel()
     return server.exit_code or 0
+
+
+async def _exit_with_parent(server: FakeHypervisorServer) -> None:
+    """A fake whose server (a test run) was killed outright must not linger as an orphan."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    server.die(0)
 
 
 def main() -> None:
