@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import random
 import socket
 import stat
 import sys
@@ -155,9 +156,10 @@ def _free_tcp_port() -> int:
         return sock.getsockname()[1]
 
 
-def _free_udp_ports(count: int, start: int = 40000) -> list[int]:
+def _free_udp_ports(count: int) -> list[int]:
+    """Ports that bind now, from a random base so that parallel runs rarely meet."""
     ports: list[int] = []
-    port = start
+    port = 40000 + random.randrange(100) * 200
     while len(ports) < count:
         with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind(("0.0.0.0", port))

@@ -402,6 +402,7 @@ class SpawnedServer:
             for child in children:  # anything the server left behind
                 with contextlib.suppress(psutil.Error):
                     child.kill()
+            await asyncio.to_thread(psutil.wait_procs, children, 5)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

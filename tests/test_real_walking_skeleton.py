@@ -8,7 +8,7 @@ from tests.conftest import needs_dynamips, wait_for
 
 pytestmark = needs_dynamips
 
-BROADCAST = bytes.fromhex("ffffffffffff" "020000000002" "0800") + b"walking skeleton".ljust(46)
+BROADCAST = bytes.fromhex("ffffffffffff0200000000020800") + b"walking skeleton".ljust(46)
 
 
 def udp_socket() -> socket.socket:
@@ -34,8 +34,10 @@ async def test_router_and_switch_forward_a_broadcast_then_close_leaves_no_proces
     router = await api.router(pid)
     switch = await api.device(pid)
     dynamips = api.state.dynamips
-    pids = [dynamips.routers[router["vm_id"]].hypervisor.pid,
-            dynamips.devices[switch["device_id"]].hypervisor.pid]
+    pids = [
+        dynamips.routers[router["vm_id"]].hypervisor.pid,
+        dynamips.devices[switch["device_id"]].hypervisor.pid,
+    ]
     vm_list = await dynamips.routers[router["vm_id"]].send("vm list")
     assert vm_list == ["R1 (c7200)"]
 
@@ -43,23 +45,36 @@ async def test_router_and_switch_forward_a_broadcast_then_close_leaves_no_proces
     r_port, s_port = await api.udp_port(pid), await api.udp_port(pid)
     vm = f"/projects/{pid}/dynamips/vms/{router['vm_id']}"
     dev = f"/projects/{pid}/dynamips/devices/{switch['device_id']}"
-    reply = await api.post(f"{vm}/adapters/0/ports/0/nio",
-                           {"type": "nio_udp", "lport": r_port, "rhost": "127.0.0.1",
-                            "rport": s_port})
+    reply = await api.post(
+        f"{vm}/adapters/0/ports/0/nio",
+        {"type": "nio_udp", "lport": r_port, "rhost": "127.0.0.1", "rport": s_port},
+    )
     assert reply.status == 201, reply.body
-    reply = await api.post(f"{dev}/ports/1/nio", {
-        "nio": {"type": "nio_udp", "lport": s_port, "rhost": "127.0.0.1", "rport": r_port},
-        "port_settings": {"type": "access", "vlan": 1}})
+    reply = await api.post(
+        f"{dev}/ports/1/nio",
+        {
+            "nio": {"type": "nio_udp", "lport": s_port, "rhost": "127.0.0.1", "rport": r_port},
+            "port_settings": {"type": "access", "vlan": 1},
+        },
+    )
     assert reply.status == 201, reply.body
 
     # two UDP sockets of the test on switch ports 2 and 3
     host2, host3 = udp_socket(), udp_socket()
     for number, sock in ((2, host2), (3, host3)):
         lport = await api.udp_port(pid)
-        reply = await api.post(f"{dev}/ports/{number}/nio", {
-            "nio": {"type": "nio_udp", "lport": lport, "rhost": "127.0.0.1",
-                    "rport": sock.getsockname()[1]},
-            "port_settings": {"type": "access", "vlan": 1}})
+        reply = await api.post(
+            f"{dev}/ports/{number}/nio",
+            {
+                "nio": {
+                    "type": "nio_udp",
+                    "lport": lport,
+                    "rhost": "127.0.0.1",
+                    "rport": sock.getsockname()[1],
+                },
+                "port_settings": {"type": "access", "vlan": 1},
+            },
+        )
         assert reply.status == 201, reply.body
         sock.connect(("127.0.0.1", lport))
     try:
@@ -71,5 +86,6 @@ async def test_router_and_switch_forward_a_broadcast_then_close_leaves_no_proces
 
     reply = await api.post(f"/projects/{pid}/close")
     assert reply.status == 204
-    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-                   for p in pids)
+    assert not any(
+        psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids
+    )

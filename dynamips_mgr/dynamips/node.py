@@ -106,8 +106,7 @@ class Node:
             for key, nio in node.nios.items():
                 if nio.lport == spec.get("lport"):
                     raise Conflict(
-                        f"UDP port {nio.lport} is already used by port {_label(key)} "
-                        f"of {node.name}"
+                        f"UDP port {nio.lport} is already used by port {_label(key)} of {node.name}"
                     )
 
     def _release_udp(self, port: int | None) -> None:
