@@ -27,9 +27,9 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import re
 import shutil
-import random
 import socket
 import stat
 import sys
