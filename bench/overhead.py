@@ -39,7 +39,7 @@ async def _direct(dynamips: str, root: Path) -> tuple[Dynamips, Any]:
     (root / "c7200.image").write_bytes(ELF_STUB)
     process = Dynamips(dynamips, root, 1)
     connection = await process.spawn()
-    a, b = _free_udp_ports(2, start=47000)
+    a, b = _free_udp_ports(2)
     for line in (
         'vm create "R1" 1 c7200',
         f'vm set_ios "R1" "{root / "c7200.image"}"',

@@ -27,6 +27,10 @@ class Device(Node):
     module = ""
     link_type = "DLT_EN10MB"
 
+    def port_link_type(self, port: int) -> str:
+        """Default pcap link type of this device's ports."""
+        return self.link_type
+
     async def create(self) -> None:
         self.hypervisor = await self.manager.acquire_hypervisor(self)
         await self.send(f"{self.module} create", self.name)

@@ -778,8 +778,9 @@ class Router(Node):
         self.nio_at((slot, port))
         await self.detach_nio((slot, port), unbind)
 
-    def default_link_type(self, slot: int, port: int) -> str:
-        return self.port_card(slot, port).link_type
+    def port_link_type(self, key: tuple[int, int]) -> str:
+        """Default pcap link type of a port; refuses a slot or port the router lacks."""
+        return self.port_card(*key).link_type
 
     # -- idle-PC -----------------------------------------------------------------------
     async def idlepc_proposals(self) -> list[str]:

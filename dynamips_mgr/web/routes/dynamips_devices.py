@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...dynamips.devices import Device, EthernetSwitch
 from ...errors import BadRequest
 from ..routing import ApiRequest, route
+from .node_ports import register_port_routes
 
 DEVICES = "/projects/{project_id}/dynamips/devices"
 DEVICE = DEVICES + "/{device_id}"
@@ -80,54 +81,4 @@ async def add_device_nio(req: ApiRequest):
     return nio.json()
 
 
-@route("DELETE", PORT + "/nio", summary="Disconnect a device port", status=204, errors=ID_ERRORS)
-async def remove_device_nio(req: ApiRequest):
-    await _device(req).remove_nio(int(req.params["port_number"]))
-
-
-@route(
-    "PUT",
-    PORT + "/nio/filters",
-    summary="Set packet loss on a connected port (extension)",
-    input="nio.filters",
-    output="nio.object",
-    errors=ID_ERRORS,
-)
-async def device_nio_filters(req: ApiRequest):
-    device = _device(req)
-    return (
-        await device.update_nio_filters(int(req.params["port_number"]), req.body["filters"])
-    ).json()
-
-
-@route(
-    "GET",
-    PORT + "/nio/stats",
-    summary="Packet counters of a connected port (extension)",
-    output="nio.stats",
-    errors=ID_ERRORS,
-)
-async def device_nio_stats(req: ApiRequest):
-    return await _device(req).nio_stats(int(req.params["port_number"]))
-
-
-@route(
-    "POST",
-    PORT + "/start_capture",
-    summary="Capture a device port to a pcap file",
-    input="nio.capture",
-    output="nio.capture_result",
-    errors=ID_ERRORS,
-)
-async def start_device_capture(req: ApiRequest):
-    device = _device(req)
-    link_type = req.body.get("data_link_type") or device.link_type
-    path = await device.start_capture(
-        int(req.params["port_number"]), req.body["capture_file_name"], link_type
-    )
-    return {"pcap_file_path": path}
-
-
-@route("POST", PORT + "/stop_capture", summary="Stop a capture", status=204, errors=ID_ERRORS)
-async def stop_device_capture(req: ApiRequest):
-    await _device(req).stop_capture(int(req.params["port_number"]))
+register_port_routes(PORT, lambda req: (_device(req), int(req.params["port_number"])), "device")

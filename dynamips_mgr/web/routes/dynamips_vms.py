@@ -9,6 +9,7 @@ from aiohttp import web
 from ...dynamips.idlepc import auto_idlepc
 from ...dynamips.router import Router
 from ..routing import ApiRequest, route
+from .node_ports import register_port_routes
 
 VMS = "/projects/{project_id}/dynamips/vms"
 VM = VMS + "/{vm_id}"
@@ -117,55 +118,7 @@ async def add_vm_nio(req: ApiRequest):
     return nio.json()
 
 
-@route("DELETE", PORT + "/nio", summary="Disconnect a router port", status=204, errors=ID_ERRORS)
-async def remove_vm_nio(req: ApiRequest):
-    await _router(req).remove_nio(*_port(req))
-
-
-@route(
-    "PUT",
-    PORT + "/nio/filters",
-    summary="Set packet loss on a connected port (extension)",
-    input="nio.filters",
-    output="nio.object",
-    errors=ID_ERRORS,
-)
-async def vm_nio_filters(req: ApiRequest):
-    return (await _router(req).update_nio_filters(_port(req), req.body["filters"])).json()
-
-
-@route(
-    "GET",
-    PORT + "/nio/stats",
-    summary="Packet counters of a connected port (extension)",
-    output="nio.stats",
-    errors=ID_ERRORS,
-)
-async def vm_nio_stats(req: ApiRequest):
-    return await _router(req).nio_stats(_port(req))
-
-
-@route(
-    "POST",
-    PORT + "/start_capture",
-    summary="Capture a router port to a pcap file",
-    input="nio.capture",
-    output="nio.capture_result",
-    errors=ID_ERRORS,
-)
-async def start_vm_capture(req: ApiRequest):
-    router, (slot, port) = _router(req), _port(req)
-    link_type = req.body.get("data_link_type") or router.default_link_type(slot, port)
-    router.port_card(slot, port)
-    path = await router.start_capture((slot, port), req.body["capture_file_name"], link_type)
-    return {"pcap_file_path": path}
-
-
-@route("POST", PORT + "/stop_capture", summary="Stop a capture", status=204, errors=ID_ERRORS)
-async def stop_vm_capture(req: ApiRequest):
-    router, (slot, port) = _router(req), _port(req)
-    router.port_card(slot, port)
-    await router.stop_capture((slot, port))
+register_port_routes(PORT, lambda req: (_router(req), _port(req)), "router")
 
 
 @route(
