@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import gc
 import logging
 import os
 import signal
@@ -74,6 +78,13 @@ def _watch_children_with_pidfds() -> None:
     asyncio.set_child_watcher(watcher)
 
 
+def _release_start_up_memory() -> None:
+    """Hand back to the system what imports and schema compilation left unused."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+
+
 async def serve(config: Config) -> None:
     _watch_children_with_pidfds()
     app = create_app(config)
@@ -81,6 +92,7 @@ async def serve(config: Config) -> None:
     await runner.setup()
     site = web.TCPSite(runner, config.server("host"), config.server("port"))
     await site.start()
+    _release_start_up_memory()
     logging.getLogger(__name__).info(
         "dynamips-mgr %s serving on http://%s:%s",
         __version__,
