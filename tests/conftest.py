@@ -117,6 +117,32 @@ class Api:
         assert reply.status == 201, reply.body
         return reply.body
 
+    async def link(
+        self,
+        project_id: str,
+        router: dict,
+        device: dict,
+        *,
+        device_port: int = 1,
+        port_settings: dict | None = None,
+    ) -> tuple[int, int]:
+        """Link router port 0/0 to a device port as a GUI does: two UDP ports, two NIOs."""
+        a, b = await self.udp_port(project_id), await self.udp_port(project_id)
+        base = f"/projects/{project_id}/dynamips"
+        reply = await self.post(
+            f"{base}/vms/{router['vm_id']}/adapters/0/ports/0/nio",
+            {"type": "nio_udp", "lport": a, "rhost": "127.0.0.1", "rport": b},
+        )
+        assert reply.status == 201, reply.body
+        body: dict = {"nio": {"type": "nio_udp", "lport": b, "rhost": "127.0.0.1", "rport": a}}
+        if port_settings:
+            body["port_settings"] = port_settings
+        reply = await self.post(
+            f"{base}/devices/{device['device_id']}/ports/{device_port}/nio", body
+        )
+        assert reply.status == 201, reply.body
+        return a, b
+
     async def udp_port(self, project_id: str) -> int:
         reply = await self.post(f"/projects/{project_id}/ports/udp", {})
         assert reply.status == 201, reply.body

@@ -40,21 +40,10 @@ async def build(api: Api, client: int, project_id: str, round_: int) -> Built:
     built.switches.append(switch)
     vm = f"{p}/dynamips/vms/{router['vm_id']}"
     dev = f"{p}/dynamips/devices/{switch['device_id']}"
-    a, b = await api.udp_port(project_id), await api.udp_port(project_id)
+    a, b = await api.link(
+        project_id, router, switch, port_settings={"type": "access", "vlan": 10 + client}
+    )
     built.udp_ports += [a, b]
-    reply = await api.post(
-        f"{vm}/adapters/0/ports/0/nio",
-        {"type": "nio_udp", "lport": a, "rhost": "127.0.0.1", "rport": b},
-    )
-    assert reply.status == 201, reply.body
-    reply = await api.post(
-        f"{dev}/ports/1/nio",
-        {
-            "nio": {"type": "nio_udp", "lport": b, "rhost": "127.0.0.1", "rport": a},
-            "port_settings": {"type": "access", "vlan": 10 + client},
-        },
-    )
-    assert reply.status == 201, reply.body
     # what this client reads back is what it built, not a neighbour's object
     reply = await api.get(vm)
     assert (reply.body["name"], reply.body["project_id"]) == (name, project_id)

@@ -129,17 +129,7 @@ async def test_router_switch_udp_link_carries_frames(real_api, synthetic_images)
     switch = await api.device(pid)
     vm = f"/projects/{pid}/dynamips/vms/{router['vm_id']}"
     dev = f"/projects/{pid}/dynamips/devices/{switch['device_id']}"
-    r_port, s_port = await api.udp_port(pid), await api.udp_port(pid)
-    reply = await api.post(
-        f"{vm}/adapters/0/ports/0/nio",
-        {"type": "nio_udp", "lport": r_port, "rhost": "127.0.0.1", "rport": s_port},
-    )
-    assert reply.status == 201, reply.body
-    reply = await api.post(
-        f"{dev}/ports/1/nio",
-        {"nio": {"type": "nio_udp", "lport": s_port, "rhost": "127.0.0.1", "rport": r_port}},
-    )
-    assert reply.status == 201, reply.body
+    await api.link(pid, router, switch)
     assert (await api.post(f"{vm}/start")).status == 204
 
     async with Ends(host=End()) as e:

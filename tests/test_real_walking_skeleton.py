@@ -42,22 +42,8 @@ async def test_router_and_switch_forward_a_broadcast_then_close_leaves_no_proces
     assert vm_list == ["R1 (c7200)"]
 
     # router 0/0 <-> switch port 1
-    r_port, s_port = await api.udp_port(pid), await api.udp_port(pid)
-    vm = f"/projects/{pid}/dynamips/vms/{router['vm_id']}"
+    await api.link(pid, router, switch, port_settings={"type": "access", "vlan": 1})
     dev = f"/projects/{pid}/dynamips/devices/{switch['device_id']}"
-    reply = await api.post(
-        f"{vm}/adapters/0/ports/0/nio",
-        {"type": "nio_udp", "lport": r_port, "rhost": "127.0.0.1", "rport": s_port},
-    )
-    assert reply.status == 201, reply.body
-    reply = await api.post(
-        f"{dev}/ports/1/nio",
-        {
-            "nio": {"type": "nio_udp", "lport": s_port, "rhost": "127.0.0.1", "rport": r_port},
-            "port_settings": {"type": "access", "vlan": 1},
-        },
-    )
-    assert reply.status == 201, reply.body
 
     # two UDP sockets of the test on switch ports 2 and 3
     host2, host3 = udp_socket(), udp_socket()
