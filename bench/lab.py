@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -349,9 +350,13 @@ class SpawnedServer:
         images.mkdir(parents=True)
         (images / "c7200.image").write_bytes(ELF_STUB)
         dynamips = {"dynamips_path": self.dynamips, **self.options}
+        base = random.randrange(20) * 1000  # ranges of their own: parallel runs rarely meet
         text = (
             "[Server]\nhost = 127.0.0.1\n"
             f"port = {self.port}\nlocal = true\n"
+            f"console_start_port_range = {20000 + base}\n"
+            f"console_end_port_range = {20999 + base}\n"
+            f"udp_start_port_range = {40000 + base}\nudp_end_port_range = {40999 + base}\n"
             f"projects_path = {self.root / 'projects'}\nimages_path = {self.root / 'images'}\n"
             "[Dynamips]\n" + "".join(f"{k} = {v}\n" for k, v in dynamips.items())
         )
