@@ -232,7 +232,6 @@ SAMPLES = {
     "path": "/tmp/a dir/#x!/ü.cfg",
     "int": 42,
     "token": "udp-7",
-    "any": "/tmp/cap ü.pcap",
 }
 
 

@@ -12,10 +12,8 @@ from dataclasses import dataclass, field
 
 from ...errors import ArgumentError
 
-# Argument kinds: "name"/"path" are quoted free text, "int" an integer, "token" a bare word,
-# "any" a value sent quoted if it is text and bare if it is an int. A trailing "?" marks an
-# optional argument.
-_VM_NAME = "name"
+# Argument kinds: "name"/"path" are quoted free text, "int" an integer, "token" a bare word.
+# A trailing "?" marks an optional argument.
 SIGNATURES: dict[str, str] = {
     "hypervisor version": "",
     "hypervisor working_dir": "path",
@@ -156,8 +154,6 @@ def _render(kind: str, value: object, label: str) -> str:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ArgumentError(label, f"{value!r} is not an integer")
         return str(value)
-    if kind == "any":
-        return str(value) if isinstance(value, int) else _render("path", value, label)
     text = str(value)
     if not _TOKEN.match(text):
         raise ArgumentError(label, f"{text!r} is not a plain word dynamips accepts")
