@@ -44,6 +44,8 @@ from typing import Any
 import aiohttp
 import psutil
 
+from dynamips_mgr.testing.gui_payloads import WIZARD_TEMPLATE
+
 PHASES = ("project", "build", "link", "unlink", "delete", "close")
 ELF_STUB = b"\x7fELF\x01\x02\x01" + b"\0" * 1017  # enough for a router that is not started
 STARTUP_CONFIG = "!\nhostname %h\n!\ninterface FastEthernet0/0\n no shutdown\n!\nend\n"
@@ -59,15 +61,7 @@ def router_body(index: int, image: str) -> dict[str, Any]:
         "image": image,
         "startup_config_content": STARTUP_CONFIG,
         "nvram": 512,
-        "idlemax": 500,
-        "idlesleep": 30,
-        "exec_area": 64,
-        "mmap": True,
-        "sparsemem": True,
-        "disk0": 0,
-        "disk1": 0,
-        "auto_delete_disks": True,
-        "system_id": "FTX0945W0MY",
+        **WIZARD_TEMPLATE,
         "slot0": "C7200-IO-FE",
     }
 

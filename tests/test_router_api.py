@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from dynamips_mgr.testing.gui_payloads import WIZARD_TEMPLATE as TEMPLATE
 from dynamips_mgr.web.errors import JSON_TYPE
 from tests.conftest import ELF_TEST_IMAGE, Notifications, make_config
 from tests.test_router_commands import (
@@ -21,18 +22,6 @@ from tests.test_router_commands import (
     post_router,
 )
 
-# gui-traffic.md §4.1: the GUI sends every non-empty template setting
-TEMPLATE = {
-    "idlemax": 500,
-    "idlesleep": 30,
-    "exec_area": 64,
-    "mmap": True,
-    "sparsemem": True,
-    "disk0": 0,
-    "disk1": 0,
-    "auto_delete_disks": True,
-    "system_id": "FTX0945W0MY",
-}
 GUI_C7200 = {
     "name": "R1",
     "platform": "c7200",
